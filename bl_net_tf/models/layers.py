@@ -1,0 +1,156 @@
+"""Layer helpers shared by every family: conv+BN with the paper's settings, PyTorch-exact padding,
+resizing one feature map onto another's grid, and in-graph ImageNet normalisation.
+
+All helpers take a :class:`LayerContext` instead of reading global state, so one process can build
+a channels_first GPU model and a channels_last export model side by side.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+from keras import layers, ops
+
+# Tensorpack's and the official release's BatchNorm: running averages decay 0.9, epsilon 1e-5.
+# Keras's defaults (0.99, 1e-3) make short runs and fine-tuning noticeably worse.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+# ImageNet statistics in RGB order, for images in [0, 255].
+IMAGENET_MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+UPSAMPLE_MODES = ("bilinear", "nearest")
+
+# He-normal over fan-out, as the official release (kaiming_normal_, mode="fan_out") and
+# tensorpack's variance_scaling_initializer(2.0, mode="fan_out") do.
+CONV_INIT = keras.initializers.VarianceScaling(scale=2.0, mode="fan_out", distribution="untruncated_normal")
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerContext:
+    """How layers are built: data format and how the big branch is upsampled."""
+
+    data_format: str = "channels_last"
+    upsample: str = "bilinear"
+
+    @property
+    def channel_axis(self) -> int:
+        return 1 if self.data_format == "channels_first" else -1
+
+    def channels(self, x) -> int:
+        return int(x.shape[self.channel_axis])
+
+    def spatial(self, x) -> tuple:
+        return tuple(x.shape[2:4]) if self.data_format == "channels_first" else tuple(x.shape[1:3])
+
+
+def conv(ctx: LayerContext, x, filters: int, kernel_size: int, *, name: str, strides: int = 1,
+         groups: int = 1, use_bias: bool = False, kernel_initializer=CONV_INIT):
+    """A 2-D convolution padded as PyTorch's ``padding=k//2``.
+
+    Strided convolutions get explicit symmetric zero padding: Keras's "same" pads only the bottom and
+    right for an even input, which would shift every feature by half a pixel against the official
+    weights.
+    """
+    if strides > 1 and kernel_size > 1:
+        x = layers.ZeroPadding2D(kernel_size // 2, data_format=ctx.data_format, name=f"{name}_pad")(x)
+        padding = "valid"
+    else:
+        padding = "same"
+    return layers.Conv2D(
+        filters, kernel_size, strides=strides, padding=padding, groups=groups, use_bias=use_bias,
+        data_format=ctx.data_format, kernel_initializer=kernel_initializer, name=name)(x)
+
+
+def batch_norm(ctx: LayerContext, x, *, name: str, zero_gamma: bool = False):
+    """BatchNorm with tensorpack's momentum/epsilon; ``zero_gamma`` for the last BN of a residual
+    branch (Goyal et al. 2017), so each block starts as the identity."""
+    return layers.BatchNormalization(
+        axis=ctx.channel_axis, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
+        gamma_initializer="zeros" if zero_gamma else "ones", name=name)(x)
+
+
+def conv_bn(ctx: LayerContext, x, filters: int, kernel_size: int, *, name: str, bn_name: str,
+            strides: int = 1, groups: int = 1, relu: bool = True, zero_gamma: bool = False):
+    x = conv(ctx, x, filters, kernel_size, strides=strides, groups=groups, name=name)
+    x = batch_norm(ctx, x, name=bn_name, zero_gamma=zero_gamma)
+    if relu:
+        x = layers.ReLU(name=f"{name}_relu")(x)
+    return x
+
+
+def avg_pool_3x3_s2(ctx: LayerContext, x, *, name: str):
+    """3x3 stride-2 average pooling with one pixel of zero padding counted in the average
+    (PyTorch's ``AvgPool2d(3, 2, padding=1)``, ``count_include_pad=True``)."""
+    x = layers.ZeroPadding2D(1, data_format=ctx.data_format, name=f"{name}_pad")(x)
+    return layers.AveragePooling2D(3, strides=2, padding="valid", data_format=ctx.data_format, name=name)(x)
+
+
+@keras.saving.register_keras_serializable(package="bl_net_tf")
+class ResizeLike(layers.Layer):
+    """Resizes ``inputs[0]`` to the spatial size of ``inputs[1]`` (the big branch onto the little one).
+
+    ``nearest`` picks source pixel floor(i * in / out), which is PyTorch's ``F.interpolate`` default
+    and what the official pretrained weights were trained with. ``bilinear`` uses half-pixel
+    centres (PyTorch's ``align_corners=False``), the paper's choice. An exact 2x nearest upsampling
+    is a repeat, which needs no layout transposes on channels_first.
+    """
+
+    def __init__(self, method: str = "bilinear", data_format: str = "channels_last", **kwargs):
+        super().__init__(**kwargs)
+        if method not in UPSAMPLE_MODES:
+            raise ValueError(f"unknown upsample {method!r}; allowed: {', '.join(UPSAMPLE_MODES)}")
+        self.method = method
+        self.data_format = data_format
+
+    def _hw_axes(self):
+        return (2, 3) if self.data_format == "channels_first" else (1, 2)
+
+    def call(self, inputs):
+        x, like = inputs
+        h_axis, w_axis = self._hw_axes()
+        in_hw = (x.shape[h_axis], x.shape[w_axis])
+        out_hw = (like.shape[h_axis], like.shape[w_axis])
+        if self.method == "nearest" and None not in in_hw + out_hw and all(
+                o == 2 * i for i, o in zip(in_hw, out_hw)):
+            return ops.repeat(ops.repeat(x, 2, axis=h_axis), 2, axis=w_axis)
+        import tensorflow as tf  # resize kernels live in TF; this layer only runs on the TF backend
+
+        if self.data_format == "channels_first":
+            x = tf.transpose(x, [0, 2, 3, 1])
+        size = tf.shape(like)[h_axis:w_axis + 1]
+        if self.method == "nearest":
+            y = tf.raw_ops.ResizeNearestNeighbor(images=x, size=size, align_corners=False,
+                                                 half_pixel_centers=False)
+        else:
+            y = tf.image.resize(x, size, method="bilinear")
+        y = tf.cast(y, x.dtype)
+        if self.data_format == "channels_first":
+            y = tf.transpose(y, [0, 3, 1, 2])
+        return y
+
+    def compute_output_shape(self, input_shapes):
+        x_shape, like_shape = input_shapes
+        h_axis, w_axis = self._hw_axes()
+        out = list(x_shape)
+        out[h_axis], out[w_axis] = like_shape[h_axis], like_shape[w_axis]
+        return tuple(out)
+
+    def get_config(self):
+        return {**super().get_config(), "method": self.method, "data_format": self.data_format}
+
+
+@keras.saving.register_keras_serializable(package="bl_net_tf")
+class ImageNetNormalization(layers.Layer):
+    """Maps RGB images in [0, 255] (uint8 or float, NHWC) to ImageNet-normalised floats on the device,
+    as tensorpack's ImageNetModel did inside its graph."""
+
+    def call(self, images):
+        x = ops.cast(images, self.compute_dtype)
+        mean = ops.convert_to_tensor(IMAGENET_MEAN_RGB, dtype=self.compute_dtype)
+        std = ops.convert_to_tensor(IMAGENET_STD_RGB, dtype=self.compute_dtype)
+        return (x - mean) / std
+
+    def compute_output_shape(self, input_shape):
+        return input_shape

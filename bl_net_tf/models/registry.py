@@ -1,0 +1,117 @@
+"""The architecture registry: the single place that maps a model name to its configuration.
+
+Every other part of the project (builders, profiler, flagfiles, README table, tests) reads the
+numbers from here. Block counts follow the paper: Table 4 for bL-ResNet-50, Table 5 for the
+redistributed bL-ResNet-101/152 ([4, 8, 18, 3] and [5, 12, 30, 3]).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+# Residual blocks per stage (conv2_x .. conv5_x).
+RESNET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+BL_RESNET_BLOCKS = {50: (3, 4, 6, 3), 101: (4, 8, 18, 3), 152: (5, 12, 30, 3)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchSpec:
+    """One registered architecture.
+
+    Attributes:
+      name: registry name, e.g. ``bl-resnext101-32x4d``.
+      family: ``resnet`` | ``resnext`` | ``seresnext`` (the bottleneck flavour).
+      depth: 50, 101 or 152.
+      big_little: True for a bL-Net, False for the plain baseline.
+      cardinality, base_width: ResNeXt's groups and per-group width (1 and 64 for plain ResNet).
+      lowres: ResNet on half-resolution features (Table 6): the bL stem's big path, then the
+        plain stages.
+      paper_top1_err: the paper's top-1 error (%) at 224 with the default α=2, β=4, if reported.
+    """
+
+    name: str
+    family: str
+    depth: int
+    big_little: bool
+    cardinality: int = 1
+    base_width: int = 64
+    lowres: bool = False
+    paper_top1_err: Optional[float] = None
+
+    @property
+    def se(self) -> bool:
+        return self.family == "seresnext"
+
+    @property
+    def blocks(self) -> tuple:
+        return (BL_RESNET_BLOCKS if self.big_little else RESNET_BLOCKS)[self.depth]
+
+
+def _register(*specs: ArchSpec) -> dict:
+    return {spec.name: spec for spec in specs}
+
+
+ARCHS = _register(
+    ArchSpec("resnet50", "resnet", 50, False, paper_top1_err=23.66),
+    ArchSpec("resnet101", "resnet", 101, False, paper_top1_err=21.95),
+    ArchSpec("resnet152", "resnet", 152, False, paper_top1_err=21.51),
+    ArchSpec("resnet50-lowres", "resnet", 50, False, lowres=True, paper_top1_err=26.10),
+    ArchSpec("resnet101-lowres", "resnet", 101, False, lowres=True, paper_top1_err=24.80),
+    ArchSpec("resnext50-32x4d", "resnext", 50, False, 32, 4, paper_top1_err=22.20),
+    ArchSpec("resnext101-32x4d", "resnext", 101, False, 32, 4, paper_top1_err=21.20),
+    ArchSpec("resnext101-64x4d", "resnext", 101, False, 64, 4, paper_top1_err=20.73),
+    ArchSpec("seresnext50-32x4d", "seresnext", 50, False, 32, 4, paper_top1_err=21.78),
+    ArchSpec("seresnext101-32x4d", "seresnext", 101, False, 32, 4, paper_top1_err=21.00),
+    ArchSpec("bl-resnet50", "resnet", 50, True, paper_top1_err=22.69),
+    ArchSpec("bl-resnet101", "resnet", 101, True, paper_top1_err=21.80),
+    ArchSpec("bl-resnet152", "resnet", 152, True, paper_top1_err=21.16),
+    ArchSpec("bl-resnext50-32x4d", "resnext", 50, True, 32, 4, paper_top1_err=21.60),
+    ArchSpec("bl-resnext101-32x4d", "resnext", 101, True, 32, 4, paper_top1_err=21.08),
+    ArchSpec("bl-resnext101-64x4d", "resnext", 101, True, 64, 4, paper_top1_err=20.48),
+    ArchSpec("bl-seresnext50-32x4d", "seresnext", 50, True, 32, 4, paper_top1_err=21.44),
+    ArchSpec("bl-seresnext101-32x4d", "seresnext", 101, True, 32, 4, paper_top1_err=20.87),
+)
+
+# Short names whose width comes from `cardinality`/`base_width` (32x4d when not given): the
+# training command users type is `--arch=bl-resnext101`.
+ALIASES = {
+    "resnext50": "resnext50-32x4d",
+    "resnext101": "resnext101-32x4d",
+    "seresnext50": "seresnext50-32x4d",
+    "seresnext101": "seresnext101-32x4d",
+    "bl-resnext50": "bl-resnext50-32x4d",
+    "bl-resnext101": "bl-resnext101-32x4d",
+    "bl-seresnext50": "bl-seresnext50-32x4d",
+    "bl-seresnext101": "bl-seresnext101-32x4d",
+}
+
+
+def list_models() -> list:
+    """Names accepted by :func:`bl_net_tf.create_model`, sorted."""
+    return sorted(ARCHS)
+
+
+def get_spec(arch: str, cardinality: Optional[int] = None, base_width: Optional[int] = None) -> ArchSpec:
+    """Looks up ``arch`` (or an alias) and applies ResNeXt width overrides.
+
+    Raises:
+      ValueError: unknown name, or a width override on a family that has none.
+    """
+    key = ALIASES.get(arch, arch)
+    if key not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; allowed: {', '.join(list_models() + sorted(ALIASES))}")
+    spec = ARCHS[key]
+    if cardinality is None and base_width is None:
+        return spec
+    if spec.family == "resnet":
+        raise ValueError(f"cardinality/base_width apply to ResNeXt and SE-ResNeXt archs, not {arch!r}")
+    cardinality = spec.cardinality if cardinality is None else cardinality
+    base_width = spec.base_width if base_width is None else base_width
+    for label, value in (("cardinality", cardinality), ("base_width", base_width)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{label} must be a positive integer, got {value!r}")
+    stem = key.rsplit("-", 1)[0]
+    name = f"{stem}-{cardinality}x{base_width}d"
+    known = ARCHS.get(name)
+    return dataclasses.replace(spec, name=name, cardinality=cardinality, base_width=base_width,
+                               paper_top1_err=known.paper_top1_err if known else None)
