@@ -1,34 +1,137 @@
-"""Parameter and multiply-accumulate counts, the way the paper's tables count them."""
+"""Parameter and multiply-accumulate counts, the way the paper's tables count them.
+
+    python -m bl_net_tf.profile --arch bl-resnet50 --alpha 2 --beta 4 --image_size 224
+    python -m bl_net_tf.profile --paper          # every row of the paper's tables, side by side
+    python -m bl_net_tf.profile --zoo --markdown # the README's model table
+"""
 from __future__ import annotations
+
+import argparse
+import math
+import sys
 
 import keras
 from keras import layers
 
 
-def _layer_macs(layer) -> int:
-    if isinstance(layer, layers.Conv2D):  # DepthwiseConv2D is not a Conv2D subclass in Keras 3
-        kh, kw = layer.kernel_size
-        out = layer.output.shape
-        spatial = out[2] * out[3] if layer.data_format == "channels_first" else out[1] * out[2]
-        in_channels = layer.kernel.shape[2] * layer.groups  # kernel is (kh, kw, in/groups, out)
-        return int(spatial) * layer.filters * kh * kw * in_channels // layer.groups
+def _spatial(layer) -> int:
+    shape = layer.output.shape
+    h, w = (shape[2], shape[3]) if layer.data_format == "channels_first" else (shape[1], shape[2])
+    if h is None or w is None:
+        raise ValueError(f"layer {layer.name} has a dynamic spatial size; build the model with a fixed input_shape")
+    return int(h) * int(w)
+
+
+def layer_macs(layer) -> int:
+    """Multiply-accumulates of one conv / depthwise conv / dense layer for one example; 0 otherwise."""
     if isinstance(layer, layers.DepthwiseConv2D):
         kh, kw = layer.kernel_size
-        out = layer.output.shape
-        spatial = out[2] * out[3] if layer.data_format == "channels_first" else out[1] * out[2]
-        return int(spatial) * layer.kernel.shape[2] * layer.depth_multiplier * kh * kw
+        return _spatial(layer) * int(layer.kernel.shape[2]) * layer.depth_multiplier * kh * kw
+    if isinstance(layer, layers.Conv2D):
+        # The kernel is (kh, kw, in/groups, out): each output sees in/groups input channels.
+        kh, kw, in_per_group, out = layer.kernel.shape
+        return _spatial(layer) * int(out) * int(kh * kw * in_per_group)
     if isinstance(layer, layers.Dense):
         return int(layer.kernel.shape[0] * layer.kernel.shape[1])
     return 0
 
 
-def count_macs(model: keras.Model) -> int:
-    """Multiply-accumulates of the conv and fully-connected layers for one image (the paper's
-    "FLOPs"); a grouped conv counts 1/groups of a dense one. Needs static spatial shapes."""
-    return sum(_layer_macs(layer) for layer in model.layers)
+def count_macs(model: keras.Model, *, include_fc: bool = True) -> int:
+    """Multiply-accumulates of the conv and fully-connected layers for one example.
+
+    A grouped conv counts 1/groups of a dense one. The paper's "GFLOPs" are this count without the
+    final FC layer (``include_fc=False``; see paper_tables.py). Needs static spatial shapes.
+    """
+    return sum(layer_macs(layer) for layer in model.layers
+               if include_fc or not isinstance(layer, layers.Dense))
 
 
 def count_params(model: keras.Model) -> int:
-    """Trainable parameters (BN's moving statistics excluded, as the paper and PyTorch count)."""
-    return int(sum(v.shape.num_elements() if hasattr(v.shape, "num_elements") else int(__import__("numpy").prod(v.shape))
-                   for v in model.trainable_weights))
+    """Trainable parameters (BN's moving statistics excluded, as the paper and PyTorch count them)."""
+    return int(sum(math.prod(v.shape) for v in model.trainable_weights))
+
+
+def profile(arch: str, image_size: int = 224, **kwargs) -> tuple:
+    """Builds ``arch`` channels_last at ``image_size`` and returns (params, paper-style MACs)."""
+    from bl_net_tf import create_model
+
+    model = create_model(arch, input_shape=(image_size, image_size, 3), data_format="channels_last", **kwargs)
+    result = count_params(model), count_macs(model, include_fc=False)
+    keras.backend.clear_session()
+    return result
+
+
+def _paper_report(out) -> int:
+    from bl_net_tf.paper_tables import ROWS
+
+    out.write(f"{'table':6} {'model':58} {'Mparams':>8} {'paper':>7} {'diff':>7}   {'GFLOPs':>7} "
+              f"{'paper':>6} {'diff':>7}\n")
+    for row in ROWS:
+        params, macs = profile(row.arch, row.image_size, **row.kwargs)
+        mp, gf = params / 1e6, macs / 1e9
+        out.write(f"{row.table:6} {row.label:58} {mp:8.2f} {row.mparams:7.2f} {_pct(mp, row.mparams):>7}   "
+                  f"{gf:7.2f} {row.gflops:6.2f} {_pct(gf, row.gflops):>7}\n")
+        out.flush()
+    return 0
+
+
+def _pct(ours: float, paper: float) -> str:
+    return f"{100 * (ours - paper) / paper:+.2f}%"
+
+
+def _zoo_report(out, markdown: bool, image_size: int) -> int:
+    from bl_net_tf.models.registry import get_spec, list_models
+    from bl_net_tf.paper_tables import top1_err
+
+    if markdown:
+        out.write("| model | params (M) | GFLOPs | paper top-1 err (%) |\n|---|---:|---:|---:|\n")
+    for arch in list_models():
+        params, macs = profile(arch, image_size)
+        err = top1_err(arch)
+        name = f"{arch} (α=2, β=4)" if get_spec(arch).big_little else arch
+        err_text = f"{err:.2f}" if err is not None else "-"
+        if markdown:
+            out.write(f"| {name} | {params / 1e6:.2f} | {macs / 1e9:.2f} | {err_text} |\n")
+        else:
+            out.write(f"{name:36} {params / 1e6:8.2f}M {macs / 1e9:7.2f} GFLOPs  top-1 err {err_text}\n")
+        out.flush()
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bl_net_tf.profile", description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", help="a registered arch (see --zoo)")
+    parser.add_argument("--alpha", type=int, default=2)
+    parser.add_argument("--beta", type=int, default=4)
+    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--cardinality", type=int)
+    parser.add_argument("--base_width", type=int)
+    parser.add_argument("--merge", default="add")
+    parser.add_argument("--num_classes", type=int, default=1000)
+    parser.add_argument("--paper", action="store_true", help="every row of the paper's tables vs ours")
+    parser.add_argument("--zoo", action="store_true", help="every registered model at α=2, β=4")
+    parser.add_argument("--markdown", action="store_true", help="with --zoo: a markdown table")
+    args = parser.parse_args(argv)
+    try:
+        if args.paper:
+            return _paper_report(sys.stdout)
+        if args.zoo:
+            return _zoo_report(sys.stdout, args.markdown, args.image_size)
+        if not args.arch:
+            parser.error("give --arch, --paper or --zoo")
+        from bl_net_tf import create_model
+
+        model = create_model(args.arch, alpha=args.alpha, beta=args.beta, num_classes=args.num_classes,
+                             input_shape=(args.image_size, args.image_size, 3), data_format="channels_last",
+                             cardinality=args.cardinality, base_width=args.base_width, merge=args.merge)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    macs = count_macs(model, include_fc=False)
+    print(f"{model.name}: params {count_params(model) / 1e6:.2f}M  GFLOPs {macs / 1e9:.2f} "
+          f"(conv MACs at {args.image_size}x{args.image_size}; with the FC: {count_macs(model) / 1e9:.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

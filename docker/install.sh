@@ -7,7 +7,7 @@
 #
 # Usage: docker/install.sh PROJECT_DIR
 #   BL_NET_TF_CPU_ONLY=1  skip installing the GPU-only cuDNN wheel (~800 MB); its pin is still
-#                         resolved against PyPI and checked against tensorflow[and-cuda].
+#                         looked up on the index and checked against tensorflow[and-cuda].
 #   PYTHON=/path/python   use this interpreter instead of the first python3 on PATH.
 set -euo pipefail
 
@@ -45,9 +45,15 @@ echo "install.sh: installing ${project_dir}[tensorpack] with ${constraints}"
 "${python_bin}" -m pip install "${pip_args[@]}" "${project_dir}[tensorpack]"
 
 if [[ "${cpu_only}" == "1" ]]; then
-  echo "install.sh: BL_NET_TF_CPU_ONLY=1, resolving nvidia-cudnn-cu12==${cudnn_pin} without installing it"
-  "${python_bin}" -m pip install "${pip_args[@]}" --dry-run --no-deps --ignore-installed \
-    "nvidia-cudnn-cu12==${cudnn_pin}"
+  # pip install --dry-run would still download the wheel; the index listing only names the
+  # versions that have a wheel for this platform and python.
+  echo "install.sh: BL_NET_TF_CPU_ONLY=1, checking that the index has nvidia-cudnn-cu12==${cudnn_pin}, not installing it"
+  available="$("${python_bin}" -m pip index versions nvidia-cudnn-cu12 \
+    | sed -n 's/^Available versions: //p' | tr -d ' ' | tr ',' '\n')"
+  if ! grep -qxF "${cudnn_pin}" <<<"${available}"; then
+    echo "install.sh: nvidia-cudnn-cu12==${cudnn_pin} is not on the index for this platform" >&2
+    exit 1
+  fi
 else
   echo "install.sh: installing nvidia-cudnn-cu12==${cudnn_pin}"
   "${python_bin}" -m pip install "${pip_args[@]}" "nvidia-cudnn-cu12==${cudnn_pin}"

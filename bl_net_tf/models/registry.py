@@ -26,7 +26,6 @@ class ArchSpec:
       cardinality, base_width: ResNeXt's groups and per-group width (1 and 64 for plain ResNet).
       lowres: ResNet on half-resolution features (Table 6): the bL stem's big path, then the
         plain stages.
-      paper_top1_err: the paper's top-1 error (%) at 224 with the default α=2, β=4, if reported.
     """
 
     name: str
@@ -36,7 +35,6 @@ class ArchSpec:
     cardinality: int = 1
     base_width: int = 64
     lowres: bool = False
-    paper_top1_err: Optional[float] = None
 
     @property
     def se(self) -> bool:
@@ -52,24 +50,24 @@ def _register(*specs: ArchSpec) -> dict:
 
 
 ARCHS = _register(
-    ArchSpec("resnet50", "resnet", 50, False, paper_top1_err=23.66),
-    ArchSpec("resnet101", "resnet", 101, False, paper_top1_err=21.95),
-    ArchSpec("resnet152", "resnet", 152, False, paper_top1_err=21.51),
-    ArchSpec("resnet50-lowres", "resnet", 50, False, lowres=True, paper_top1_err=26.10),
-    ArchSpec("resnet101-lowres", "resnet", 101, False, lowres=True, paper_top1_err=24.80),
-    ArchSpec("resnext50-32x4d", "resnext", 50, False, 32, 4, paper_top1_err=22.20),
-    ArchSpec("resnext101-32x4d", "resnext", 101, False, 32, 4, paper_top1_err=21.20),
-    ArchSpec("resnext101-64x4d", "resnext", 101, False, 64, 4, paper_top1_err=20.73),
-    ArchSpec("seresnext50-32x4d", "seresnext", 50, False, 32, 4, paper_top1_err=21.78),
-    ArchSpec("seresnext101-32x4d", "seresnext", 101, False, 32, 4, paper_top1_err=21.00),
-    ArchSpec("bl-resnet50", "resnet", 50, True, paper_top1_err=22.69),
-    ArchSpec("bl-resnet101", "resnet", 101, True, paper_top1_err=21.80),
-    ArchSpec("bl-resnet152", "resnet", 152, True, paper_top1_err=21.16),
-    ArchSpec("bl-resnext50-32x4d", "resnext", 50, True, 32, 4, paper_top1_err=21.60),
-    ArchSpec("bl-resnext101-32x4d", "resnext", 101, True, 32, 4, paper_top1_err=21.08),
-    ArchSpec("bl-resnext101-64x4d", "resnext", 101, True, 64, 4, paper_top1_err=20.48),
-    ArchSpec("bl-seresnext50-32x4d", "seresnext", 50, True, 32, 4, paper_top1_err=21.44),
-    ArchSpec("bl-seresnext101-32x4d", "seresnext", 101, True, 32, 4, paper_top1_err=20.87),
+    ArchSpec("resnet50", "resnet", 50, False),
+    ArchSpec("resnet101", "resnet", 101, False),
+    ArchSpec("resnet152", "resnet", 152, False),
+    ArchSpec("resnet50-lowres", "resnet", 50, False, lowres=True),
+    ArchSpec("resnet101-lowres", "resnet", 101, False, lowres=True),
+    ArchSpec("resnext50-32x4d", "resnext", 50, False, 32, 4),
+    ArchSpec("resnext101-32x4d", "resnext", 101, False, 32, 4),
+    ArchSpec("resnext101-64x4d", "resnext", 101, False, 64, 4),
+    ArchSpec("seresnext50-32x4d", "seresnext", 50, False, 32, 4),
+    ArchSpec("seresnext101-32x4d", "seresnext", 101, False, 32, 4),
+    ArchSpec("bl-resnet50", "resnet", 50, True),
+    ArchSpec("bl-resnet101", "resnet", 101, True),
+    ArchSpec("bl-resnet152", "resnet", 152, True),
+    ArchSpec("bl-resnext50-32x4d", "resnext", 50, True, 32, 4),
+    ArchSpec("bl-resnext101-32x4d", "resnext", 101, True, 32, 4),
+    ArchSpec("bl-resnext101-64x4d", "resnext", 101, True, 64, 4),
+    ArchSpec("bl-seresnext50-32x4d", "seresnext", 50, True, 32, 4),
+    ArchSpec("bl-seresnext101-32x4d", "seresnext", 101, True, 32, 4),
 )
 
 # Short names whose width comes from `cardinality`/`base_width` (32x4d when not given): the
@@ -112,6 +110,4 @@ def get_spec(arch: str, cardinality: Optional[int] = None, base_width: Optional[
             raise ValueError(f"{label} must be a positive integer, got {value!r}")
     stem = key.rsplit("-", 1)[0]
     name = f"{stem}-{cardinality}x{base_width}d"
-    known = ARCHS.get(name)
-    return dataclasses.replace(spec, name=name, cardinality=cardinality, base_width=base_width,
-                               paper_top1_err=known.paper_top1_err if known else None)
+    return dataclasses.replace(spec, name=name, cardinality=cardinality, base_width=base_width)

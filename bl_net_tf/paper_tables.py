@@ -1,0 +1,90 @@
+"""The paper's complexity tables (Chen et al., ICLR 2019) as data, for the profiler and the README.
+
+GFLOPs in the paper are multiply-accumulates of the convolutions (the final FC layer is not
+included: with it, 7 of the bL rows of Tables 1, 2 and 11 would be off by one in the last digit,
+without it all but one match to the printed digit). Params are trainable parameters in millions.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperRow:
+    table: str
+    arch: str
+    mparams: float
+    gflops: float
+    top1_err: float | None = None
+    image_size: int = 224
+    options: tuple = ()  # extra create_model keyword arguments as (name, value) pairs
+
+    @property
+    def kwargs(self) -> dict:
+        return dict(self.options)
+
+    @property
+    def label(self) -> str:
+        opts = ", ".join(f"{k}={v}" for k, v in self.options)
+        size = f" @{self.image_size}" if self.image_size != 224 else ""
+        return f"{self.arch}{f' ({opts})' if opts else ''}{size}"
+
+
+def _ab(alpha, beta, **more):
+    return (("alpha", alpha), ("beta", beta)) + tuple(more.items())
+
+
+ROWS = (
+    # Tables 1 and 11: the Little-Branch's width (α) and depth (β).
+    PaperRow("1/11", "resnet50", 25.55, 4.09, 23.66),
+    PaperRow("1/11", "bl-resnet50", 34.12, 5.65, 21.75, options=_ab(1, 1)),
+    PaperRow("1/11", "bl-resnet50", 30.14, 4.34, 22.11, options=_ab(1, 2)),
+    PaperRow("1/11", "bl-resnet50", 26.97, 2.91, 22.72, options=_ab(2, 2)),
+    PaperRow("1/11", "bl-resnet50", 26.69, 2.85, 22.69, options=_ab(2, 4)),
+    PaperRow("1/11", "bl-resnet50", 26.31, 2.49, 23.20, options=_ab(4, 2)),
+    PaperRow("1/11", "bl-resnet50", 26.24, 2.48, 23.15, options=_ab(4, 4)),
+    PaperRow("1/11", "resnet101", 44.54, 7.80, 21.95),
+    PaperRow("1/11", "bl-resnet101", 63.32, 10.29, 20.31, options=_ab(1, 1)),
+    PaperRow("1/11", "bl-resnet101", 43.39, 4.27, 21.40, options=_ab(2, 2)),
+    PaperRow("1/11", "bl-resnet101", 41.85, 3.89, 21.80, options=_ab(2, 4)),
+    # Table 2: backbones (α=2, β=4), at 224 and evaluated at 256.
+    PaperRow("2", "bl-resnet101", 41.85, 5.08, 21.04, 256, _ab(2, 4)),
+    PaperRow("2", "resnet152", 60.19, 11.51, 21.51),
+    PaperRow("2", "bl-resnet152", 57.36, 5.04, 21.16, options=_ab(2, 4)),
+    PaperRow("2", "bl-resnet152", 57.36, 6.58, 20.34, 256, _ab(2, 4)),
+    PaperRow("2", "resnext50-32x4d", 25.03, 4.23, 22.20),
+    PaperRow("2", "bl-resnext50-32x4d", 26.19, 3.03, 21.60, options=_ab(2, 4)),
+    PaperRow("2", "bl-resnext50-32x4d", 26.19, 3.95, 20.96, 256, _ab(2, 4)),
+    PaperRow("2", "resnext101-32x4d", 44.17, 7.97, 21.20),
+    PaperRow("2", "bl-resnext101-32x4d", 41.51, 4.08, 21.08, options=_ab(2, 4)),
+    PaperRow("2", "bl-resnext101-32x4d", 41.51, 5.33, 20.48, 256, _ab(2, 4)),
+    PaperRow("2", "resnext101-64x4d", 83.46, 15.46, 20.73),
+    PaperRow("2", "bl-resnext101-64x4d", 77.36, 7.14, 20.48, options=_ab(2, 4)),
+    PaperRow("2", "bl-resnext101-64x4d", 77.36, 9.32, 19.65, 256, _ab(2, 4)),
+    PaperRow("2", "seresnext50-32x4d", 27.56, 4.23, 21.78),
+    PaperRow("2", "bl-seresnext50-32x4d", 28.77, 3.03, 21.44, options=_ab(2, 4)),
+    PaperRow("2", "bl-seresnext50-32x4d", 28.77, 3.95, 20.74, 256, _ab(2, 4)),
+    PaperRow("2", "seresnext101-32x4d", 48.96, 7.97, 21.00),
+    PaperRow("2", "bl-seresnext101-32x4d", 45.88, 4.08, 20.87, options=_ab(2, 4)),
+    PaperRow("2", "bl-seresnext101-32x4d", 45.88, 5.33, 19.87, 256, _ab(2, 4)),
+    # Table 6: ResNets on half-resolution features.
+    PaperRow("6", "resnet50-lowres", 25.60, 1.29, 26.10),
+    PaperRow("6", "resnet101-lowres", 44.57, 2.22, 24.80),
+    # Table 7: merging by concatenation, three branches (bL-ResNet-50, α=2, β=4).
+    PaperRow("7", "bl-resnet50", 20.57, 2.01, 24.04, options=_ab(2, 4, merge="concat")),
+    PaperRow("7", "bl-resnet50", 27.23, 3.91, 24.12, options=_ab(2, 4, branches=3)),
+    # Table 8: number of merges m.
+    PaperRow("8", "bl-resnet50", 26.66, 2.74, 23.48, options=_ab(2, 4, merges=2)),
+    PaperRow("8", "bl-resnet50", 26.64, 2.64, 24.57, options=_ab(2, 4, merges=1)),
+    PaperRow("8", "bl-resnet101", 44.44, 5.21, 21.85, options=_ab(2, 4, merges=7)),
+)
+
+
+def top1_err(arch: str, alpha: int = 2, beta: int = 4) -> float | None:
+    """The paper's top-1 error (%) at 224 for ``arch`` (bL archs at α, β), or None if not reported."""
+    for row in ROWS:
+        kwargs = row.kwargs
+        if row.arch == arch and row.image_size == 224 and set(kwargs) <= {"alpha", "beta"} and (
+                not kwargs or (kwargs["alpha"], kwargs["beta"]) == (alpha, beta)):
+            return row.top1_err
+    return None
