@@ -80,15 +80,15 @@ def _pct(ours: float, paper: float) -> str:
 
 
 def _zoo_report(out, markdown: bool, image_size: int) -> int:
-    from bl_net_tf.models.registry import get_spec, list_models
+    from bl_net_tf.models.registry import ARCHS
     from bl_net_tf.paper_tables import top1_err
 
     if markdown:
         out.write("| model | params (M) | GFLOPs | paper top-1 err (%) |\n|---|---:|---:|---:|\n")
-    for arch in list_models():
+    for arch, spec in ARCHS.items():  # registry order: each baseline before its bL version
         params, macs = profile(arch, image_size)
         err = top1_err(arch)
-        name = f"{arch} (α=2, β=4)" if get_spec(arch).big_little else arch
+        name = f"{arch} (α=2, β=4)" if spec.big_little else arch
         err_text = f"{err:.2f}" if err is not None else "-"
         if markdown:
             out.write(f"| {name} | {params / 1e6:.2f} | {macs / 1e9:.2f} | {err_text} |\n")
