@@ -40,6 +40,21 @@ then
   pip_args+=(--break-system-packages)
 fi
 
+# setuptools builds inside the project dir (build/, *.egg-info/). Remove what this run creates
+# there, so that a shared checkout is left as it was found and the image keeps no build copies.
+build_outputs() {
+  compgen -G "${project_dir}/build" || true
+  compgen -G "${project_dir}/*.egg-info" || true
+}
+mapfile -t outputs_before < <(build_outputs)
+remove_new_build_outputs() {
+  local path
+  while IFS= read -r path; do
+    [[ " ${outputs_before[*]} " == *" ${path} "* ]] || rm -rf "${path}"
+  done < <(build_outputs)
+}
+trap remove_new_build_outputs EXIT
+
 echo "install.sh: python ${python_bin} ($("${python_bin}" -c 'import sys; print(sys.version.split()[0], sys.prefix)'))"
 echo "install.sh: installing ${project_dir}[tensorpack] with ${constraints}"
 "${python_bin}" -m pip install "${pip_args[@]}" "${project_dir}[tensorpack]"
