@@ -217,7 +217,7 @@ def test_bl_resnext101_alias_takes_cardinality_and_base_width():
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(arch="bl-resnet51"), "unknown arch 'bl-resnet51'; allowed: bl-resnet101"),
+    (dict(arch="bl-resnet51"), "unknown arch 'bl-resnet51'; allowed: "),
     (dict(arch="bl-resnet50", alpha=0), "alpha must be an integer >= 1, got 0"),
     (dict(arch="bl-resnet50", alpha=1.5), "alpha must be an integer >= 1, got 1.5"),
     (dict(arch="bl-resnet50", beta=0), "beta must be an integer >= 1, got 0"),
@@ -225,13 +225,16 @@ def test_bl_resnext101_alias_takes_cardinality_and_base_width():
     (dict(arch="bl-resnext50", cardinality=6, alpha=4), "cardinality 6 must be divisible by alpha 4"),
     (dict(arch="bl-resnet50", cardinality=32), "cardinality/base_width apply to ResNeXt"),
     (dict(arch="bl-resnet50", input_shape=(16, 224, 3)), "the minimum is 32x32"),
-    (dict(arch="bl-resnet50", merge="mul"), "unknown merge 'mul'; allowed: add"),
+    (dict(arch="bl-resnet50", merge="mul"), "unknown merge 'mul' for bl-resnet50; allowed: add, concat"),
     (dict(arch="bl-resnet50", upsample="cubic"), "unknown upsample 'cubic'; allowed: bilinear, nearest"),
     (dict(arch="bl-resnet50", data_format="NCHW"), "unknown data_format 'NCHW'; allowed: channels_first"),
 ])
 def test_bad_input_says_what_is_wrong_and_what_is_allowed(kwargs, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(ValueError, match=re.escape(message)) as error:
         bl_net_tf.create_model(**kwargs)
+    assert "\n" not in str(error.value)
+    if kwargs["arch"] == "bl-resnet51":
+        assert all(name in str(error.value) for name in bl_net_tf.list_models())
 
 
 def test_a_few_training_steps_lower_the_loss():

@@ -1,0 +1,8 @@
+"""ImageNet input pipelines (tf.data and Tensorpack) with the fbresnet augmentation.
+
+See docs/data.md for the supported layouts, the loaders and the demo data set.
+"""
+from bl_net_tf.data.imagenet import LOADERS, SPLITS, imagenet_dataset
+from bl_net_tf.data.skipped import SkippedFiles
+
+__all__ = ["LOADERS", "SPLITS", "SkippedFiles", "imagenet_dataset"]

@@ -2,9 +2,8 @@
 
 Randomness is stateless: each example carries its own ``seed`` (an int64 ``[2]``
 tensor, see ``tfdata_loader.py``), so a seeded pipeline gives the same images
-whatever the parallelism. Tensorpack works on uint8 and truncates after each
-photometric op; here the image stays float32 between ops, is clipped to [0, 255]
-after each (as Tensorpack's uint8 arithmetic saturates) and rounded once at the end.
+whatever the parallelism. The image is float32 from the
+bicubic resize to the end and rounded to uint8 once.
 """
 import tensorflow as tf
 
@@ -50,19 +49,20 @@ def sample_crop_window(height_width: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 
 
 def _resize_bicubic(image: tf.Tensor, size) -> tf.Tensor:
-    # No antialiasing, like cv2.INTER_CUBIC; clip the bicubic overshoot as uint8 would.
-    resized = tf.image.resize(image, size, method=tf.image.ResizeMethod.BICUBIC)
-    return tf.clip_by_value(resized, 0.0, 255.0)
-
-
-def _grey(image: tf.Tensor) -> tf.Tensor:
-    return tf.reduce_sum(image * recipe.GREY_WEIGHTS_RGB, axis=-1, keepdims=True)
+    # Float32 out; no antialiasing, like cv2.INTER_CUBIC.
+    return tf.image.resize(image, size, method=tf.image.ResizeMethod.BICUBIC)
 
 
 def color_jitter(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """Brightness, contrast, saturation and PCA lighting, in a random order.
 
-    ``image`` is float32 RGB in [0, 255]; so is the result.
+    ``image`` is float32 RGB in [0, 255]; the result is not clipped. Every op maps
+    a pixel ``x`` to ``a x + g grey(x) + c`` (``grey(x) = w . x`` in each channel,
+    ``c`` a colour), and such maps compose into another one because the grey
+    weights sum to 1. So the four ops, in their random order, are composed on
+    scalars first and applied to the pixels in one pass. This is the float
+    arithmetic of fb.resnet.torch; Tensorpack's uint8 version differs only by
+    clipping and truncating after each op.
     """
     seeds = tf.random.experimental.stateless_split(seed, 5)
     brightness = _uniform(seeds[0], [], *recipe.BRIGHTNESS_RANGE)
@@ -71,22 +71,36 @@ def color_jitter(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     alpha = tf.random.stateless_normal([3], seeds[3], stddev=recipe.LIGHTING_STD)
     lighting = tf.linalg.matvec(recipe.PCA_EIGVEC_RGB, alpha * recipe.PCA_EIGVAL_RGB)
 
-    ops = [
-        lambda x: x * brightness,
-        lambda x: x * contrast + tf.reduce_mean(_grey(x)) * (1.0 - contrast),
-        lambda x: x * saturation + _grey(x) * (1.0 - saturation),
-        lambda x: x + lighting,
+    def grey(colour):
+        return tf.tensordot(recipe.GREY_WEIGHTS_RGB, colour, 1)
+
+    zero, no_shift = tf.constant(0.0), tf.zeros([3])
+    ops = [  # each maps the current mean colour to the op's (a, g, c)
+        lambda mean: (brightness, zero, no_shift),
+        # contrast blends with the mean grey level of the image as it is now
+        lambda mean: (contrast, zero, (1.0 - contrast) * grey(mean) * tf.ones([3])),
+        lambda mean: (saturation, 1.0 - saturation, no_shift),
+        lambda mean: (tf.constant(1.0), zero, lighting),
     ]
     order = tf.argsort(tf.random.stateless_uniform([len(ops)], seeds[4]))
+    a, g, c = tf.constant(1.0), zero, no_shift
+    mean = tf.reduce_mean(tf.reshape(image, [-1, 3]), axis=0)
     for position in range(len(ops)):
-        image = tf.switch_case(
-            order[position],
-            [lambda op=op, x=image: tf.clip_by_value(op(x), 0.0, 255.0) for op in ops])
-    return image
+        a_k, g_k, c_k = (tf.gather(tf.stack(values), order[position])
+                         for values in zip(*(op(mean) for op in ops)))
+        # (a_k, g_k, c_k) after (a, g, c); grey(a x + g grey(x) + c) = (a + g) grey(x) + grey(c)
+        a, g, c = a_k * a, a_k * g + g_k * (a + g), a_k * c + g_k * grey(c) + c_k
+        mean = a_k * mean + g_k * grey(mean) + c_k
+    # x -> a x + g (w . x) 1 + c as one [3, 3] matrix: TF's CPU kernels are much
+    # faster at a matmul over [pixels, 3] than at broadcasting over the channel axis.
+    matrix = a * tf.eye(3) + g * tf.tensordot(tf.ones([3]), recipe.GREY_WEIGHTS_RGB, axes=0)
+    pixels = tf.linalg.matmul(tf.reshape(image, [-1, 3]), matrix, transpose_b=True)
+    return tf.reshape(tf.nn.bias_add(pixels, c), tf.shape(image))
 
 
 def _to_uint8(image: tf.Tensor) -> tf.Tensor:
-    return tf.saturate_cast(tf.round(image), tf.uint8)
+    """Rounds to the nearest level and saturates."""
+    return tf.cast(tf.clip_by_value(image + 0.5, 0.0, 255.0), tf.uint8)
 
 
 def train_image(encoded, is_complete_jpeg, seed, image_size: int) -> tf.Tensor:
@@ -95,10 +109,11 @@ def train_image(encoded, is_complete_jpeg, seed, image_size: int) -> tf.Tensor:
         tf.random.experimental.stateless_split(seed, 3))
     crop = decode_window_rgb(
         encoded, is_complete_jpeg, lambda hw: sample_crop_window(hw, crop_seed))
-    image = color_jitter(_resize_bicubic(crop, [image_size, image_size]), color_seed)
+    # The bicubic overshoot is clipped only at the end, with the colour jitter's.
+    image = _to_uint8(color_jitter(_resize_bicubic(crop, [image_size, image_size]), color_seed))
     flip = tf.random.stateless_uniform([], flip_seed) < recipe.FLIP_PROBABILITY
     image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
-    return tf.ensure_shape(_to_uint8(image), [image_size, image_size, 3])
+    return tf.ensure_shape(image, [image_size, image_size, 3])
 
 
 def eval_image(encoded, is_complete_jpeg, eval_size: int) -> tf.Tensor:

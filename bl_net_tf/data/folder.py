@@ -105,11 +105,13 @@ def _listed(split_dir: str, list_file: str, names: list) -> ImageList:
     return ImageList(paths, labels, names)
 
 
-def list_images(data_dir: str, split: str) -> ImageList:
+def list_images(data_dir: str, split: str, input_context=None) -> ImageList:
     """Lists the images of ``split`` ("train" or "val") under ``data_dir``.
 
+    With a ``tf.distribute.InputContext``, only this input pipeline's shard.
+
     Raises:
-        ValueError: if the split's folder is missing or holds no image.
+        ValueError: if the split's folder is missing or holds no image (for this shard).
     """
     split_dir = os.path.join(data_dir, split)
     if not os.path.isdir(split_dir):
@@ -123,4 +125,11 @@ def list_images(data_dir: str, split: str) -> ImageList:
     if not images.paths:
         raise ValueError(f"No images in {split_dir}: expected {split}/<wnid>/*.JPEG"
                          + (" or a flat val/ with val.txt." if split == "val" else "."))
-    return images
+    if input_context is None:
+        return images
+    shard = images.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    if not shard.paths:
+        raise ValueError(f"Input pipeline {input_context.input_pipeline_id} of "
+                         f"{input_context.num_input_pipelines} has no {split} image to read: "
+                         f"{split_dir} holds {len(images.paths)}.")
+    return shard

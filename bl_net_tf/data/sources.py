@@ -41,12 +41,7 @@ def detect(data_dir: str) -> Source:
 
 
 def _folder_examples(data_dir, split, *, shuffle, seed, input_context):
-    images = folder.list_images(data_dir, split)
-    if input_context is not None:
-        images = images.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-        if not images.paths:
-            raise ValueError(f"Input pipeline {input_context.input_pipeline_id} of "
-                             f"{input_context.num_input_pipelines} has no {split} image to read.")
+    images = folder.list_images(data_dir, split, input_context)
     files = tf.data.Dataset.from_tensor_slices(
         (tf.constant(images.paths), tf.constant(images.labels, tf.int32)))
     if shuffle:

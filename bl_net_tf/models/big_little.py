@@ -5,13 +5,70 @@ shared transition block, at half resolution) and the Little-Branch (about 1/β o
 1/α of the width, at full resolution). The big output is upsampled, the little one widened by a
 1x1 conv + BN, the two are added and passed through a ReLU, and one fusion bottleneck (which also
 carries the module's stride) mixes them.
+
+The paper's ablations (Appendix A.4, Tables 7 and 8) are options of the same two functions:
+
+``merge="concat"`` (Table 7). A.4: with concatenation "the number of kernels in the Big-Branch
+  would be only 1 - 1/α" of the backbone's. Read as: the whole Big-Branch is built at C(1 - 1/α)
+  output channels (its bottlenecks C(1 - 1/α)/4 wide), the Little-Branch keeps C/α and drops its
+  1x1 expansion, and the concatenation is back at the backbone's C. Section 3.2's "1x1 convolution
+  ... to reduce the number of feature maps" is the fusion bottleneck's first 1x1, not an extra
+  layer; the stem module concatenates its 3x3/s2 big conv (C(1 - 1/α)) with the little's second
+  conv (C/α) the same way before its fusion conv. bL-ResNet-50 α=2 β=4: 2.011 GFLOPs, 20.570M
+  params (paper 2.01, 20.57). Also measured and rejected: an extra 1x1 conv after the concat
+  (2.63 / 21.95), only the Big-Branch's last 1x1 at C(1 - 1/α) (2.32 / 23.94), only its last
+  block's output narrowed (2.54 / 26.50), an add-merged stem (2.08 / 20.59).
+
+``merge=None``: an unmerged module (Table 8's fewer merges). The branches leave the module
+  separately as :class:`Unmerged`: the Little-Branch without its 1x1 expansion (it only exists to
+  align channels for the add), the Big-Branch through the module's fusion layer run on the big
+  alone, at the Big-Branch's own resolution and without stride (the Big-Branch is already at the
+  next module's resolution). The next module's Big-Branch strides on as usual; its Little-Branch's
+  first block takes over the transition's stride. Seen across modules, the Big-Branch is then
+  ResNet at half resolution and the Little-Branch a thin ResNet at full resolution, merged once at
+  the end.
+
+``branches=3`` (Table 7, K=3, scales [1/4, 1/2, 1]). Section 3.1 with K=3: branch k works at 1/2^k
+  of the module's resolution, more and wider layers for larger k. Read as: the Big-Branch is the
+  K=2 Big-Branch on the input average-pooled by 2 ("ResNet-50 as the Big-Branch at 1/4 scale",
+  i.e. ResNet-50 on a 56x56 image); a middle branch at 1/2 with the K=2 Little-Branch's shape
+  (C/α wide, max(1, L//β - 1) blocks, first block strided), widened by a 1x1 conv + BN at its own
+  resolution and then upsampled (S_k = 1x1 conv then upsampling, as the speech pyramid model);
+  the little branch at full resolution C/α² wide and max(1, L//β² - 1) blocks deep. The stem
+  module stays the K=2 one. bL-ResNet-50 α=2 β=4: 27.32M params (paper 27.23, +0.3%) but 2.31
+  GFLOPs against the paper's 3.91: see tests/test_ablations.py for why no reading found reaches it.
+
+Layer names: ``{stage}_big_*``, ``{stage}_little_*``, ``{stage}_middle_*`` (K=3),
+``{stage}_little_expand_conv/bn``, ``{stage}_middle_expand_conv/bn``, ``{stage}_big_pool``,
+``{stage}_big_upsample``, ``{stage}_middle_upsample``, ``{stage}_merge`` (Add or Concatenate),
+``{stage}_merge_relu``, ``{stage}_fusion_block1_*``.
 """
 from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
 
 from keras import layers
 
 from bl_net_tf.models.blocks import stack
-from bl_net_tf.models.layers import LayerContext, ResizeLike, conv_bn
+from bl_net_tf.models.layers import LayerContext, ResizeLike, avg_pool_3x3_s2, conv_bn
+
+MERGE_KINDS = ("add", "concat")
+BRANCH_COUNTS = (2, 3)
+
+
+@dataclasses.dataclass(frozen=True)
+class Unmerged:
+    """The two branch outputs of a module that does not merge (see the module docstring).
+
+    ``little_stride`` is the stride the next module's Little-Branch needs to reach its resolution:
+    2 after a stage module (the little is still at the old resolution), 1 after the stem module
+    (both of its branches stride).
+    """
+
+    big: Any
+    little: Any
+    little_stride: int
 
 
 def little_blocks(blocks: int, beta: int) -> int:
@@ -19,42 +76,100 @@ def little_blocks(blocks: int, beta: int) -> int:
     return max(1, blocks // beta - 1)
 
 
-def stem_module(ctx: LayerContext, x, *, alpha: int, name: str = "stage1"):
+def _thin(cardinality: int, base_width: int, divisor: int) -> dict:
+    """Block widths for a branch ``divisor`` times thinner than the big one: ResNeXt keeps the group
+    width by using cardinality/divisor groups of base_width*divisor channels."""
+    if cardinality > 1:
+        return dict(cardinality=cardinality // divisor, base_width=base_width * divisor)
+    return dict(cardinality=1, base_width=base_width)
+
+
+def stem_module(ctx: LayerContext, x, *, alpha: int, name: str = "stage1", merge: Optional[str] = "add"):
     """The first bL-module on the 112x112 stem output (Table 4, row 2).
 
     big: 3x3/s2 conv + BN; little: 3x3 conv at C/α, 3x3/s2 conv, 1x1 conv back to C (each + BN);
     add, ReLU, then a 1x1 conv + BN + ReLU that fuses them. Both branches stride, so no upsampling.
+    ``merge="concat"``: the big conv gives C(1 - 1/α), the little drops its 1x1; ``merge=None``
+    returns :class:`Unmerged` with the fusion conv applied to the big alone.
     """
     channels = ctx.channels(x)
-    big = conv_bn(ctx, x, channels, 3, strides=2, name=f"{name}_big_conv", bn_name=f"{name}_big_bn", relu=False)
+    big_channels = channels - channels // alpha if merge == "concat" else channels
+    big = conv_bn(ctx, x, big_channels, 3, strides=2, name=f"{name}_big_conv", bn_name=f"{name}_big_bn",
+                  relu=merge is None)
     little = conv_bn(ctx, x, channels // alpha, 3, name=f"{name}_little_conv1", bn_name=f"{name}_little_bn1")
     little = conv_bn(ctx, little, channels // alpha, 3, strides=2, name=f"{name}_little_conv2",
-                     bn_name=f"{name}_little_bn2")
-    little = conv_bn(ctx, little, channels, 1, name=f"{name}_little_conv3", bn_name=f"{name}_little_bn3",
-                     relu=False)
-    y = layers.Add(name=f"{name}_merge")([big, little])
+                     bn_name=f"{name}_little_bn2", relu=merge != "concat")
+    if merge is None:
+        big = conv_bn(ctx, big, channels, 1, name=f"{name}_fusion_conv", bn_name=f"{name}_fusion_bn")
+        return Unmerged(big, little, little_stride=1)
+    if merge == "add":
+        little = conv_bn(ctx, little, channels, 1, name=f"{name}_little_conv3", bn_name=f"{name}_little_bn3",
+                         relu=False)
+        y = layers.Add(name=f"{name}_merge")([big, little])
+    else:
+        y = layers.Concatenate(axis=ctx.channel_axis, name=f"{name}_merge")([big, little])
     y = layers.ReLU(name=f"{name}_merge_relu")(y)
     return conv_bn(ctx, y, channels, 1, name=f"{name}_fusion_conv", bn_name=f"{name}_fusion_bn")
 
 
 def bl_module(ctx: LayerContext, x, planes: int, blocks: int, *, alpha: int, beta: int, stride: int, name: str,
-              cardinality: int = 1, base_width: int = 64, se: bool = False):
+              merge: Optional[str] = "add", branches: int = 2, cardinality: int = 1, base_width: int = 64,
+              se: bool = False):
     """One Big-Little module replacing a stage of ``blocks`` bottlenecks with ``planes`` outputs.
 
-    Returns ``(output, merged)``: ``merged`` is the full-resolution map after the merge (a detection
-    feature tap), ``output`` the fusion block's result at the module's ``stride``.
+    ``x`` is a tensor, or the :class:`Unmerged` branches of the previous module. Returns
+    ``(output, merged)``: ``merged`` is the full-resolution map after the merge (a detection
+    feature tap), ``output`` the fusion block's result at the module's ``stride``. With
+    ``merge=None`` it returns ``(Unmerged(...), None)`` instead (see the module docstring).
     """
     block = dict(cardinality=cardinality, base_width=base_width, se=se)
+    if merge is None and (branches != 2 or stride != 2):
+        raise ValueError(f"{name}: only a two-branch module with a stride-2 transition can skip its merge")
+    if branches == 3:
+        return _three_branch_module(ctx, x, planes, blocks, alpha=alpha, beta=beta, stride=stride, name=name,
+                                    **block)
+    big_in, little_in, little_stride = (x.big, x.little, x.little_stride) if isinstance(x, Unmerged) else (x, x, 1)
     # Big: blocks-1 bottlenecks, the first at stride 2; no ReLU at its end (the merge has one).
-    big = stack(ctx, x, planes, blocks - 1, stride=2, last_relu=False, name=f"{name}_big", **block)
-    big = ResizeLike(ctx.upsample, ctx.data_format, name=f"{name}_big_upsample")([big, x])
+    big_planes = planes - planes // alpha if merge == "concat" else planes
+    big = stack(ctx, big_in, big_planes, blocks - 1, stride=2, last_relu=merge is None, name=f"{name}_big",
+                **block)
     # Little: C/α wide; ResNeXt keeps the group width by using base_width*α and cardinality/α groups.
-    little = stack(ctx, x, planes // alpha, little_blocks(blocks, beta), name=f"{name}_little",
-                   cardinality=cardinality // alpha if cardinality > 1 else 1,
-                   base_width=base_width * alpha if cardinality > 1 else base_width, se=se)
-    little = conv_bn(ctx, little, planes, 1, name=f"{name}_little_expand_conv",
-                     bn_name=f"{name}_little_expand_bn", relu=False)
-    merged = layers.Add(name=f"{name}_merge")([big, little])
+    little = stack(ctx, little_in, planes // alpha, little_blocks(blocks, beta), stride=little_stride,
+                   name=f"{name}_little", se=se, **_thin(cardinality, base_width, alpha))
+    if merge is None:
+        big = stack(ctx, big, planes, 1, name=f"{name}_fusion", **block)
+        return Unmerged(big, little, little_stride=2), None
+    # Onto the little's grid: the module input's, unless the little strides (after an unmerged module).
+    like = little_in if little_stride == 1 else little
+    big = ResizeLike(ctx.upsample, ctx.data_format, name=f"{name}_big_upsample")([big, like])
+    if merge == "add":
+        little = conv_bn(ctx, little, planes, 1, name=f"{name}_little_expand_conv",
+                         bn_name=f"{name}_little_expand_bn", relu=False)
+        merged = layers.Add(name=f"{name}_merge")([big, little])
+    else:
+        merged = layers.Concatenate(axis=ctx.channel_axis, name=f"{name}_merge")([big, little])
+    merged = layers.ReLU(name=f"{name}_merge_relu")(merged)
+    out = stack(ctx, merged, planes, 1, stride=stride, name=f"{name}_fusion", **block)
+    return out, merged
+
+
+def _three_branch_module(ctx: LayerContext, x, planes: int, blocks: int, *, alpha: int, beta: int, stride: int,
+                         name: str, cardinality: int, base_width: int, se: bool):
+    """``bl_module`` with K=3 branches at 1/4, 1/2 and 1 of ``x``'s resolution, merged by addition."""
+    block = dict(cardinality=cardinality, base_width=base_width, se=se)
+    pooled = avg_pool_3x3_s2(ctx, x, name=f"{name}_big_pool")
+    big = stack(ctx, pooled, planes, blocks - 1, stride=2, last_relu=False, name=f"{name}_big", **block)
+    big = ResizeLike(ctx.upsample, ctx.data_format, name=f"{name}_big_upsample")([big, x])
+    middle = stack(ctx, x, planes // alpha, little_blocks(blocks, beta), stride=2, name=f"{name}_middle", se=se,
+                   **_thin(cardinality, base_width, alpha))
+    middle = conv_bn(ctx, middle, planes, 1, name=f"{name}_middle_expand_conv", bn_name=f"{name}_middle_expand_bn",
+                     relu=False)
+    middle = ResizeLike(ctx.upsample, ctx.data_format, name=f"{name}_middle_upsample")([middle, x])
+    little = stack(ctx, x, planes // alpha ** 2, little_blocks(blocks, beta ** 2), name=f"{name}_little", se=se,
+                   **_thin(cardinality, base_width, alpha ** 2))
+    little = conv_bn(ctx, little, planes, 1, name=f"{name}_little_expand_conv", bn_name=f"{name}_little_expand_bn",
+                     relu=False)
+    merged = layers.Add(name=f"{name}_merge")([big, middle, little])
     merged = layers.ReLU(name=f"{name}_merge_relu")(merged)
     out = stack(ctx, merged, planes, 1, stride=stride, name=f"{name}_fusion", **block)
     return out, merged

@@ -11,6 +11,8 @@ import dataclasses
 import keras
 from keras import layers, ops
 
+from bl_net_tf.models import grouped_conv
+
 # Tensorpack's and the official release's BatchNorm: running averages decay 0.9, epsilon 1e-5.
 # Keras's defaults (0.99, 1e-3) make short runs and fine-tuning noticeably worse.
 BN_MOMENTUM = 0.9
@@ -58,7 +60,9 @@ def conv(ctx: LayerContext, x, filters: int, kernel_size: int, *, name: str, str
         padding = "valid"
     else:
         padding = "same"
-    return layers.Conv2D(
+    # Grouped convs get the per-device kernel (Keras's is XLA-compiled and slow on CPU); same weights.
+    conv_layer = grouped_conv.Conv2D if groups > 1 else layers.Conv2D
+    return conv_layer(
         filters, kernel_size, strides=strides, padding=padding, groups=groups, use_bias=use_bias,
         data_format=ctx.data_format, kernel_initializer=kernel_initializer, name=name)(x)
 

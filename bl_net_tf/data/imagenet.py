@@ -1,0 +1,83 @@
+"""``imagenet_dataset``: the one entry point of the ImageNet input pipelines."""
+import tensorflow as tf
+
+from bl_net_tf.data import folder, sources, tensorpack_loader, tfdata_loader
+from bl_net_tf.data.skipped import SkippedFiles
+
+SPLITS = {"train": "train", "val": "val", "validation": "val"}
+LOADERS = ("tfdata", "tensorpack")
+
+
+def _positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
+def imagenet_dataset(data_dir: str, split: str, batch_size: int, *, loader: str = "tfdata",
+                     image_size: int = 224, eval_image_size=None, shuffle=None, seed=None,
+                     drop_remainder=None, input_context=None, label_offset=None,
+                     skipped=None) -> tf.data.Dataset:
+    """ImageNet batches ``(images uint8 [B, H, W, 3] RGB, labels int32 [B])``.
+
+    Args:
+        data_dir: an ImageNet image folder, a prepared TFDS ``imagenet2012`` or a folder
+            of TFRecord shards; which one is detected and logged (docs/data.md).
+        split: "train", or "val" ("validation" is accepted).
+        batch_size: images per batch of this dataset. Under a distribution strategy
+            this is the per-pipeline batch, e.g.
+            ``input_context.get_per_replica_batch_size(global_batch_size)``.
+        loader: "tfdata" (fast, any source) or "tensorpack" (Tensorpack DataFlow as
+            the paper used, image folders only; needs the ``tensorpack`` extra).
+        image_size: training crop size; the evaluation size when ``eval_image_size``
+            is None.
+        eval_image_size: evaluation crop size, after resizing the shorter side to
+            ``round(eval_image_size / 0.875)`` (the paper's "@256" rows use 256).
+        shuffle: shuffle the images; defaults to True for train, False for val.
+        seed: makes the tf.data loader's order and augmentation reproducible.
+        drop_remainder: drop a last partial batch; defaults to True for train and
+            False for val (which then yields every readable image exactly once).
+        input_context: a ``tf.distribute.InputContext``; each input pipeline then
+            reads a disjoint shard of the data.
+        label_offset: subtracted from TFRecord labels; None means 1, for the 1-based
+            labels of the TF-slim / Inception converters. Only for TFRecord shards.
+        skipped: a :class:`SkippedFiles` to count the unreadable files in; they are
+            logged as warnings either way.
+
+    Returns:
+        A ``tf.data.Dataset`` of one epoch (repeat it for more).
+
+    Raises:
+        ValueError: on a missing ``data_dir``, an unknown split or loader, or no data.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}; allowed: {', '.join(SPLITS)}.")
+    if loader not in LOADERS:
+        raise ValueError(f"Unknown loader {loader!r}; allowed: {', '.join(LOADERS)}.")
+    _positive_int("batch_size", batch_size)
+    _positive_int("image_size", image_size)
+    if eval_image_size is not None:
+        _positive_int("eval_image_size", eval_image_size)
+    split = SPLITS[split]
+    train = split == "train"
+    shuffle = train if shuffle is None else shuffle
+    drop_remainder = train if drop_remainder is None else drop_remainder
+    size = image_size if train or eval_image_size is None else eval_image_size
+    skipped = SkippedFiles() if skipped is None else skipped
+
+    source = sources.detect(data_dir)
+    if label_offset is not None and source is not sources.Source.TFRECORD:
+        raise ValueError(f"label_offset applies to TFRecord shards only; {data_dir} holds "
+                         f"a {source.value}.")
+    if loader == "tensorpack":
+        if source is not sources.Source.FOLDER:
+            raise ValueError(f"loader='tensorpack' reads image folders only; {data_dir} holds "
+                             f"a {source.value}: use loader='tfdata'.")
+        image_list = folder.list_images(data_dir, split, input_context)
+        return tensorpack_loader.images(data_dir, split, image_list, train=train,
+                                        image_size=size, batch_size=batch_size,
+                                        shuffle=shuffle, drop_remainder=drop_remainder,
+                                        skipped=skipped)
+    examples = sources.examples(source, data_dir, split, shuffle=shuffle, seed=seed,
+                                input_context=input_context, label_offset=label_offset)
+    return tfdata_loader.images(examples, train=train, image_size=size, batch_size=batch_size,
+                                drop_remainder=drop_remainder, seed=seed, skipped=skipped)

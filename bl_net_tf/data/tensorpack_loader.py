@@ -1,0 +1,137 @@
+"""The Tensorpack DataFlow loader: the paper's own input pipeline, wrapped in tf.data.
+
+As Tensorpack's ``examples/ImageNetModels/imagenet_utils.py``: ``ILSVRC12Files``
+lists the images, each is decoded with OpenCV (BGR), ``AugmentImageComponent``
+applies ``fbresnet_augmentor`` (built here from ``recipe.py``), training runs in
+``MultiProcessRunnerZMQ`` worker processes, and ``BatchData`` batches. The batches
+are turned to RGB and served by ``tf.data.Dataset.from_generator`` with an explicit
+output signature, so this loader is a drop-in for the tf.data one.
+
+Differences from the tf.data loader, inherited from Tensorpack: only the image
+folder layout is read; in training every worker process shuffles the whole list on
+its own, so an "epoch" is ``len(list)`` images drawn from the workers' streams
+rather than each image exactly once, and ``seed`` does not make it reproducible.
+``ILSVRCMeta`` would download Caffe's metadata when it finds none, so the lists
+it needs are written to a temporary directory here instead.
+"""
+import os
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from bl_net_tf.data import integrity, recipe
+from bl_net_tf.data.folder import ImageList
+from bl_net_tf.data.skipped import SkippedFiles
+
+
+def fbresnet_augmentors(train: bool, image_size: int) -> list:
+    """Tensorpack's ``fbresnet_augmentor`` for BGR uint8 images, sized ``image_size``.
+
+    For evaluation ``image_size`` is the centre crop after resizing the shorter side
+    to ``image_size / 0.875``.
+    """
+    import cv2
+    from tensorpack.dataflow import imgaug
+
+    if not train:
+        return [imgaug.ResizeShortestEdge(recipe.eval_resize_size(image_size), cv2.INTER_CUBIC),
+                imgaug.CenterCrop((image_size, image_size))]
+    return [
+        imgaug.GoogleNetRandomCropAndResize(
+            crop_area_fraction=recipe.CROP_AREA_RANGE,
+            aspect_ratio_range=recipe.CROP_ASPECT_RANGE,
+            target_shape=image_size, interp=cv2.INTER_CUBIC),
+        imgaug.RandomOrderAug([
+            imgaug.BrightnessScale(recipe.BRIGHTNESS_RANGE, clip=False),
+            imgaug.Contrast(recipe.CONTRAST_RANGE, rgb=False, clip=False),
+            imgaug.Saturation(recipe.SATURATION_DELTA, rgb=False),
+            # The RGB PCA restated for BGR: reverse the channel rows and, with the
+            # eigenvalues, the eigenvector columns (as fbresnet_augmentor does).
+            imgaug.Lighting(recipe.LIGHTING_STD,
+                            eigval=recipe.PCA_EIGVAL_RGB[::-1],
+                            eigvec=recipe.PCA_EIGVEC_RGB[::-1, ::-1]),
+        ]),
+        imgaug.Flip(horiz=True, prob=recipe.FLIP_PROBABILITY),
+    ]
+
+
+class DecodeBGR:
+    """``MapData`` function: ``[path, label]`` -> ``[BGR image, label]``, None if unreadable.
+
+    A top-level class, not a closure, so that the dataflow can be pickled if
+    multiprocessing spawns its workers instead of forking them.
+    """
+
+    def __init__(self, skipped: SkippedFiles):
+        self.skipped = skipped
+
+    def __call__(self, datapoint):
+        import cv2
+
+        path, label = datapoint
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as error:
+            self.skipped.add(path, f"cannot be read ({error.strerror})")
+            return None
+        _, problem = integrity.inspect_bytes(data)
+        image = None
+        if problem != integrity.EMPTY:
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            self.skipped.add(path, problem or "cannot be decoded")
+            return None
+        return [image, label]
+
+
+def _image_files(data_dir: str, split: str, images: ImageList, shuffle: bool):
+    """``ILSVRC12Files`` over ``images``, from metadata written to a temporary directory."""
+    from tensorpack.dataflow import dataset
+
+    split_dir = os.path.join(data_dir, split)
+    with tempfile.TemporaryDirectory(prefix="bl_net_tf_ilsvrc_meta_") as meta_dir:
+        with open(os.path.join(meta_dir, "synsets.txt"), "w", encoding="utf-8") as f:
+            f.writelines(f"{name}\n" for name in images.class_names)
+        with open(os.path.join(meta_dir, f"{split}.txt"), "w", encoding="utf-8") as f:
+            f.writelines(f"{os.path.relpath(path, split_dir)} {label}\n"
+                         for path, label in zip(images.paths, images.labels))
+        # "original": the listed names are already relative to the split folder.
+        return dataset.ILSVRC12Files(data_dir, split, meta_dir=meta_dir, shuffle=shuffle,
+                                     dir_structure="original")
+
+
+class _Batches:
+    """Generator function over a DataFlow, started on the first call, yielding RGB."""
+
+    def __init__(self, dataflow):
+        self.dataflow = dataflow
+        self.started = False
+
+    def __call__(self):
+        if not self.started:
+            self.dataflow.reset_state()
+            self.started = True
+        for images, labels in self.dataflow:
+            yield np.ascontiguousarray(images[..., ::-1]), labels.astype(np.int32)
+
+
+def images(data_dir: str, split: str, image_list: ImageList, *, train: bool, image_size: int,
+           batch_size: int, shuffle: bool, drop_remainder: bool,
+           skipped: SkippedFiles) -> tf.data.Dataset:
+    """Batches ``(uint8 [B, S, S, 3] RGB, int32 [B])`` of ``image_list`` through Tensorpack."""
+    from tensorpack.dataflow import AugmentImageComponent, BatchData, MapData
+    from tensorpack.dataflow import MultiProcessRunnerZMQ
+
+    flow = MapData(_image_files(data_dir, split, image_list, shuffle), DecodeBGR(skipped))
+    flow = AugmentImageComponent(flow, fbresnet_augmentors(train, image_size), copy=False)
+    if train and shuffle:
+        # Without shuffling, every worker would send the same images in the same order.
+        flow = MultiProcessRunnerZMQ(flow, num_proc=len(os.sched_getaffinity(0)))
+    flow = BatchData(flow, batch_size, remainder=not drop_remainder)
+    batch = batch_size if drop_remainder else None
+    signature = (tf.TensorSpec([batch, image_size, image_size, 3], tf.uint8),
+                 tf.TensorSpec([batch], tf.int32))
+    dataset = tf.data.Dataset.from_generator(_Batches(flow), output_signature=signature)
+    return dataset.prefetch(tf.data.AUTOTUNE)

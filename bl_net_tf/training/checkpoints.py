@@ -1,0 +1,91 @@
+"""Checkpoints of the model, the optimizer (its step counter drives the schedule) and the epoch.
+
+Saved at the end of every epoch and every ``checkpoint_minutes``. ``tf.train.CheckpointManager``
+writes the data shards in a ``ckpt-N_temp/`` folder, renames them into place, writes the index,
+and only then rewrites the ``checkpoint`` state file, atomically (temp file + rename); old
+checkpoints are deleted after that. Restoring reads the state file, so a process killed at any
+moment resumes from a complete checkpoint: the one before, if the kill hit a save.
+
+In a multi-worker run every worker must save (reading replicated variables is a collective); the
+non-chief workers write to a scratch folder that they delete.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from typing import Optional
+
+import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+MAX_TO_KEEP = 3
+
+
+def check_writable(model_dir: str) -> None:
+    """Creates ``model_dir`` and checks that files can be written there.
+
+    Raises:
+      ValueError: it cannot be created or written.
+    """
+    probe = os.path.join(model_dir, f".write_probe-{os.getpid()}")  # one per worker of a cluster
+    try:
+        tf.io.gfile.makedirs(model_dir)
+        with tf.io.gfile.GFile(probe, "w") as f:
+            f.write("ok")
+        tf.io.gfile.remove(probe)
+    except (OSError, tf.errors.OpError) as error:
+        message = getattr(error, "message", None) or str(error)
+        raise ValueError(f"model_dir {model_dir!r} is not writable: {message.splitlines()[0]}") from None
+
+
+class Checkpointer:
+    """Restores the latest checkpoint of ``model_dir`` and saves new ones, by epoch and by time.
+
+    Args:
+      model_dir: where checkpoints live.
+      step: the global step variable; saved as ``step`` and numbering the checkpoints.
+      is_chief: whether this process owns ``model_dir``; other workers write to a scratch folder.
+      worker_index: names the scratch folder of a non-chief worker.
+      minutes: the time between two time-triggered saves.
+      **objects: what else to save (``model=``, ``optimizer=``, ``epoch=``).
+    """
+
+    def __init__(self, model_dir: str, *, step, is_chief: bool = True, worker_index: int = 0,
+                 minutes: float = 10.0, **objects):
+        self.model_dir = model_dir
+        self.step = step
+        self.is_chief = is_chief
+        self.minutes = minutes
+        self._write_dir = model_dir if is_chief else os.path.join(model_dir, f".worker{worker_index}")
+        self.checkpoint = tf.train.Checkpoint(step=step, **objects)
+        self._manager = tf.train.CheckpointManager(self.checkpoint, self._write_dir, max_to_keep=MAX_TO_KEEP)
+        self._last_save = time.monotonic()
+
+    @property
+    def latest(self) -> Optional[str]:
+        """The newest complete checkpoint of ``model_dir``, or None."""
+        return tf.train.latest_checkpoint(self.model_dir)
+
+    def restore_latest(self) -> Optional[str]:
+        """Restores the newest checkpoint, if any; returns its path."""
+        path = self.latest
+        if path is not None:
+            # Optimizer slots exist already (built before), so everything restores now;
+            # expect_partial: an eval-only run has no use for the optimizer's state.
+            self.checkpoint.restore(path).expect_partial()
+        return path
+
+    def wants_time_save(self) -> bool:
+        """This process's vote: whether ``minutes`` have passed since the last save."""
+        return self.is_chief and time.monotonic() - self._last_save >= self.minutes * 60
+
+    def save(self) -> str:
+        """Writes a checkpoint numbered by the global step; all workers must call this together."""
+        path = self._manager.save(checkpoint_number=int(self.step.numpy()))
+        self._last_save = time.monotonic()
+        if not self.is_chief:
+            shutil.rmtree(self._write_dir, ignore_errors=True)
+        return path

@@ -1,0 +1,226 @@
+"""The training run: build, restore, train with checkpoints, evaluate, export.
+
+A custom loop (``strategy.run`` inside a ``tf.function``) rather than ``Model.fit``: it resumes at
+the exact step, applies Tensorpack's weight decay exactly, stops on the first NaN loss with its
+step, and keeps BN statistics per replica.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from typing import Callable, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from bl_net_tf.models import create_model
+from bl_net_tf.training import distribute, inputs, optimizer as optimizers, schedule as schedules, steps
+from bl_net_tf.training.checkpoints import Checkpointer, check_writable
+from bl_net_tf.training.config import TrainConfig
+from bl_net_tf.training.progress import EpochProgress, Errors, Summaries
+
+logger = logging.getLogger(__name__)
+
+_SAVE_VOTES = steps.STAT_NAMES.index("save_votes")
+_POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the step."""
+
+
+@dataclasses.dataclass
+class Session:
+    """Everything built for a run (exposed for tests and tools)."""
+
+    config: TrainConfig
+    strategy: tf.distribute.Strategy
+    data: inputs.DataInfo
+    model: keras.Model
+    optimizer: keras.optimizers.Optimizer
+    schedule: schedules.LearningRate
+    checkpointer: Checkpointer
+    steps_per_epoch: int
+    step: tf.Variable
+    epoch: tf.Variable
+    jit_compile: bool
+    is_chief: bool
+    _eval: Optional[tuple] = None  # (step function, distributed dataset), made on first use
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.config.epochs
+
+
+@contextlib.contextmanager
+def _dtype_policy(name: str):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def build(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None, *,
+          model_fn: Optional[Callable[..., keras.Model]] = None) -> Session:
+    """Creates the strategy (unless given), reads the data set's size, builds the model and
+    optimizer under the strategy and restores the latest checkpoint of ``config.model_dir``.
+
+    ``model_fn(num_classes=, input_shape=, data_format=)`` replaces the registry's model (a custom
+    network, or a tiny one in tests); it takes uint8 RGB images and returns logits.
+
+    Raises:
+      ValueError: a configuration that cannot run here (see the messages).
+    """
+    strategy = strategy or distribute.create_strategy(config.gpus)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ValueError(f"batch_size {config.batch_size} must be divisible by the {replicas} replicas")
+    on_gpu = distribute.uses_gpu(strategy)
+    data_format = distribute.resolve_data_format(config.data_format, on_gpu)
+    jit_compile = distribute.resolve_xla(config.xla, on_gpu)
+    is_chief = distribute.is_chief(strategy)
+
+    if config.data_dir is None:
+        from bl_net_tf.data import demo
+
+        data = inputs.describe(demo.prepare())
+    else:
+        data = inputs.describe(config.data_dir)
+    steps_per_epoch = config.steps_per_epoch or data.train_images // config.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"the training set has {data.train_images} images, fewer than one batch of "
+                         f"{config.batch_size}")
+    check_writable(config.model_dir)
+    if config.seed is not None:
+        keras.utils.set_random_seed(config.seed)
+
+    logger.info("%s on %d replica(s) (%s), %s, XLA %s, %s, global batch %d (%d per replica), "
+                "%d steps per epoch", config.arch, replicas, "GPU" if on_gpu else "CPU", data_format,
+                "on" if jit_compile else "off", config.mixed_precision, config.batch_size,
+                config.batch_size // replicas, steps_per_epoch)
+    # A fixed input size unless evaluation runs at another one (the paper's @256 rows).
+    size = config.image_size if config.eval_image_size in (None, config.image_size) else None
+    with strategy.scope(), _dtype_policy(_POLICIES[config.mixed_precision]):
+        if model_fn is None:
+            model = create_model(config.arch, alpha=config.alpha, beta=config.beta, num_classes=data.num_classes,
+                                 input_shape=(size, size, 3), data_format=data_format,
+                                 include_preprocessing=True, cardinality=config.cardinality,
+                                 base_width=config.base_width)
+        else:
+            model = model_fn(num_classes=data.num_classes, input_shape=(size, size, 3), data_format=data_format)
+        schedule = schedules.from_config(config, steps_per_epoch)
+        optimizer = optimizers.create_optimizer(
+            model, schedule, momentum=config.momentum, weight_decay=config.weight_decay,
+            weight_decay_norm=config.weight_decay_norm, loss_scale=config.mixed_precision == "float16")
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    checkpointer = Checkpointer(config.model_dir, step=step, is_chief=is_chief,
+                                worker_index=distribute.task_id(strategy), minutes=config.checkpoint_minutes,
+                                model=model, optimizer=optimizer, epoch=epoch)
+    session = Session(config, strategy, data, model, optimizer, schedule, checkpointer, steps_per_epoch,
+                      step, epoch, jit_compile, is_chief)
+    path = checkpointer.restore_latest()
+    if path is not None:
+        logger.info("resumed from %s at step %d", path, int(step.numpy()))
+    return session
+
+
+def evaluate(session: Session) -> Errors:
+    """Top-1 / top-5 error of the model over the whole validation set."""
+    if session._eval is None:  # traced once per run, not once per evaluation
+        session._eval = (steps.make_eval_step(session.strategy, session.model, jit_compile=session.jit_compile),
+                         inputs.eval_dataset(session.strategy, session.config, session.data.data_dir))
+    eval_step, dataset = session._eval
+    total = np.zeros(len(steps.STAT_NAMES))
+    for images, labels in dataset:
+        total += eval_step(images, labels).numpy()
+    errors = Errors.from_sums(total)
+    if errors.images == 0:
+        raise ValueError(f"the validation set of {session.data.data_dir} has no readable image")
+    return errors
+
+
+def _save(session: Session, step: int, epoch: int) -> None:
+    session.step.assign(step)
+    session.epoch.assign(epoch)
+    path = session.checkpointer.save()
+    if session.is_chief:
+        logger.info("saved %s (step %d)", path, step)
+
+
+def train(session: Session) -> Optional[Errors]:
+    """Runs the remaining steps; evaluates every ``eval_every_epochs`` and after the last epoch.
+
+    Returns:
+      the last evaluation, None if no step was left to run.
+
+    Raises:
+      TrainingDiverged: a NaN or infinite loss (the run stops before saving it).
+    """
+    config, strategy = session.config, session.strategy
+    start = int(session.step.numpy())
+    if start >= session.total_steps:
+        logger.info("training already finished at step %d", start)
+        return None
+    seed = None if config.seed is None else config.seed + start  # a resumed run sees new batches
+    iterator = iter(inputs.train_dataset(strategy, config, session.data.data_dir, seed=seed))
+    train_step = steps.make_train_step(strategy, session.model, session.optimizer, global_batch=config.batch_size,
+                                       label_smoothing=config.label_smoothing, jit_compile=session.jit_compile)
+    summaries = Summaries(config.model_dir, enabled=session.is_chief)
+    spe, errors, step = session.steps_per_epoch, None, start
+    while step < session.total_steps:
+        epoch = step // spe
+        progress = EpochProgress(epoch, config.epochs, spe, step % spe, global_batch=config.batch_size,
+                                 summaries=summaries, log_steps=config.log_steps, verbose=session.is_chief)
+        while step < (epoch + 1) * spe:
+            lr = float(session.schedule(step))
+            vote = tf.constant(float(session.checkpointer.wants_time_save()))
+            sums = train_step(iterator, vote).numpy()
+            step += 1
+            if not np.all(np.isfinite(sums)):
+                raise TrainingDiverged(f"loss is {Errors.from_sums(sums).loss} at step {step} (epoch {epoch + 1}); "
+                                       f"stopped without saving it, the last checkpoint is "
+                                       f"{session.checkpointer.latest}")
+            progress.update(step, sums, lr)
+            if sums[_SAVE_VOTES] > 0 and step % spe:
+                _save(session, step, epoch)
+        _save(session, step, epoch + 1)
+        last = step == session.total_steps
+        if last or (epoch + 1) % config.eval_every_epochs == 0:
+            errors = evaluate(session)
+            summaries.eval(step, errors)
+            logger.info("epoch %d: val top1_err=%.4f top5_err=%.4f loss=%.4f (%d images)", epoch + 1,
+                        errors.top1_err, errors.top5_err, errors.loss, errors.images)
+    return errors
+
+
+def run(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None, *,
+        model_fn: Optional[Callable[..., keras.Model]] = None) -> Errors:
+    """Trains (unless ``eval_only``) and evaluates; exports to ``export_dir`` if set.
+    ``strategy`` and ``model_fn``: see :func:`build`.
+
+    Returns:
+      the final evaluation on the validation set.
+
+    Raises:
+      ValueError: bad configuration or data (one line each).
+      TrainingDiverged: the loss became NaN or infinite.
+    """
+    if config.eval_only and tf.train.latest_checkpoint(config.model_dir) is None:
+        raise ValueError(f"--eval_only: no checkpoint in {config.model_dir}")
+    session = build(config, strategy, model_fn=model_fn)
+    if config.eval_only:
+        errors = evaluate(session)
+    else:
+        errors = train(session) or evaluate(session)
+    if config.export_dir and session.is_chief:
+        from bl_net_tf.export import export_saved_model
+
+        export_saved_model(session.model, config.export_dir, image_size=config.eval_image_size or config.image_size,
+                           class_names=session.data.class_names, overwrite=True)
+        logger.info("exported a SavedModel to %s", config.export_dir)
+    return errors

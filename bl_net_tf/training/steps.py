@@ -1,0 +1,98 @@
+"""The distributed train and eval steps: loss, top-1/top-5 error, the optimizer update.
+
+A step returns the global sums of :data:`STAT_NAMES` (one all-reduce), which the loop turns
+into means; counting images rather than batches makes a partial last eval batch exact.
+
+The forward and backward pass of each replica is one XLA cluster when ``jit_compile`` is on
+(Tensorpack fused nothing, but XLA is TF2's way to its speed); the gradient all-reduce and the
+update stay outside it, because XLA cannot address the other replicas' variables.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+STAT_NAMES = ("loss_sum", "wrong1", "wrong5", "images", "save_votes")
+
+
+def cross_entropy(labels, logits, label_smoothing: float = 0.0):
+    """Per-example softmax cross-entropy on float32 logits; smoothing as
+    ``tf.losses.softmax_cross_entropy`` (targets ``(1 - s) * onehot + s / classes``)."""
+    logits = tf.cast(logits, tf.float32)
+    if label_smoothing == 0:
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    classes = logits.shape[-1]
+    targets = tf.one_hot(labels, classes) * (1.0 - label_smoothing) + label_smoothing / classes
+    return tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+
+
+def wrong_counts(labels, logits):
+    """(top-1 wrong, top-5 wrong) counts as float32; top-5 is top-k with k = min(5, classes)."""
+    logits = tf.cast(logits, tf.float32)
+    k = min(5, int(logits.shape[-1]))
+    wrong1 = tf.logical_not(tf.math.in_top_k(labels, logits, 1))
+    wrong5 = tf.logical_not(tf.math.in_top_k(labels, logits, k))
+    return tf.reduce_sum(tf.cast(wrong1, tf.float32)), tf.reduce_sum(tf.cast(wrong5, tf.float32))
+
+
+def _stats(labels, logits, per_example_loss, save_vote):
+    wrong1, wrong5 = wrong_counts(labels, logits)
+    images = tf.cast(tf.shape(labels)[0], tf.float32)
+    return tf.stack([tf.reduce_sum(per_example_loss), wrong1, wrong5, images, save_vote])
+
+
+def make_train_step(strategy: tf.distribute.Strategy, model: keras.Model, optimizer, *, global_batch: int,
+                    label_smoothing: float = 0.0, jit_compile: bool = False):
+    """``step(iterator, save_vote) -> float32[len(STAT_NAMES)]`` global sums.
+
+    The loss of a replica is its summed cross-entropy / ``global_batch``, so the all-reduced
+    (summed) gradient is the global mean's, as Tensorpack's averaged tower gradients.
+    ``save_vote`` (0 or 1 from each worker) is summed with the stats, so every worker of a
+    multi-worker run sees the same checkpoint decision.
+    """
+    variables = model.trainable_variables
+
+    def forward_backward(images, labels):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            per_example = cross_entropy(labels, logits, label_smoothing)
+            loss = tf.reduce_sum(per_example) * (1.0 / global_batch)
+            scaled = optimizer.scale_loss(loss)
+        return tape.gradient(scaled, variables), logits, per_example
+
+    forward_backward = tf.function(forward_backward, jit_compile=jit_compile)
+
+    def replica_step(images, labels, save_vote):
+        grads, logits, per_example = forward_backward(images, labels)
+        optimizer.apply_gradients(zip(grads, variables))
+        return _stats(labels, logits, per_example, save_vote)
+
+    @tf.function
+    def step(iterator, save_vote):
+        images, labels = next(iterator)
+        per_replica = strategy.run(replica_step, args=(images, labels, save_vote))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    return step
+
+
+def make_eval_step(strategy: tf.distribute.Strategy, model: keras.Model, *, jit_compile: bool = False):
+    """``step(images, labels) -> float32[len(STAT_NAMES)]`` global sums over a distributed batch."""
+
+    def forward(images, labels):
+        def replica_stats():
+            logits = model(images, training=False)
+            return _stats(labels, logits, cross_entropy(labels, logits), tf.constant(0.0))
+
+        # The last batch may leave a replica with no image; TF's CPU conv and BN kernels fail on
+        # an empty batch, so that replica contributes zeros instead.
+        return tf.cond(tf.shape(labels)[0] > 0, replica_stats, lambda: tf.zeros([len(STAT_NAMES)]))
+
+    forward = tf.function(forward, jit_compile=jit_compile)
+
+    @tf.function(reduce_retracing=True)  # the last, partial batch: one more trace, shape-generic
+    def step(images, labels):
+        per_replica = strategy.run(forward, args=(images, labels))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    return step

@@ -1,0 +1,66 @@
+"""features_only backbones for detection (Appendix A.6): strides, channels, dynamic sizes, the FPN doc."""
+import os
+import re
+
+import keras
+import numpy as np
+import pytest
+
+import bl_net_tf
+
+DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "detection.md")
+RESNET_CHANNELS = (256, 512, 1024, 2048)
+# arch -> (strides of C2..C5, channels, output layer names)
+BACKBONES = {
+    "resnet50": ((4, 8, 16, 32), RESNET_CHANNELS,
+                 ["stage2_block3_out", "stage3_block4_out", "stage4_block6_out", "stage5_block3_out"]),
+    "resnet50-lowres": ((8, 16, 32, 64), RESNET_CHANNELS,
+                        ["stage2_block3_out", "stage3_block4_out", "stage4_block6_out", "stage5_block3_out"]),
+    "bl-resnet50": ((4, 8, 16, 32), RESNET_CHANNELS,
+                    ["stage2_merge_relu", "stage3_merge_relu", "stage4_fusion_block1_out", "stage5_block3_out"]),
+    "bl-seresnext50-32x4d": ((4, 8, 16, 32), RESNET_CHANNELS,
+                             ["stage2_merge_relu", "stage3_merge_relu", "stage4_fusion_block1_out",
+                              "stage5_block3_out"]),
+    "shufflenetv2-2.0x": ((4, 8, 16, 32), (24, 244, 488, 2048),
+                          ["stage1_pool", "stage2_block4_shuffle", "stage3_block8_shuffle", "head_conv_relu"]),
+    "bl-shufflenetv2-1.5x": ((4, 8, 16, 32), (24, 176, 352, 1024),
+                             ["stage1_pool", "stage2_merge_relu", "stage3_merge_relu", "head_conv_relu"]),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(BACKBONES))
+def test_features_have_the_documented_strides_channels_and_taps(arch):
+    strides, channels, names = BACKBONES[arch]
+    model = bl_net_tf.create_model(arch, features_only=True, input_shape=(None, None, 3), data_format="channels_last")
+    assert model.output_names == names
+    # The paper's COCO size, statically ...
+    for (h, w, c), stride, expected in zip([s[1:] for s in model.compute_output_shape((1, 800, 1344, 3))],
+                                           strides, channels):
+        assert (h, w, c) == (-(-800 // stride), -(-1344 // stride), expected)
+    # ... and two small sizes through the same dynamic-shape model, run for real.
+    for size in ((64, 96), (96, 64)):
+        features = model(np.zeros((1, *size, 3), "float32"), training=False)
+        assert [tuple(f.shape[1:]) for f in features] == [
+            (-(-size[0] // s), -(-size[1] // s), c) for s, c in zip(strides, channels)]
+    keras.backend.clear_session()
+
+
+def test_channels_first_features_are_nchw():
+    model = bl_net_tf.create_model("bl-resnet50", features_only=True, input_shape=(None, None, 3),
+                                   data_format="channels_first")
+    assert [s[1:] for s in model.compute_output_shape((1, 256, 320, 3))] == [
+        (256, 64, 80), (512, 32, 40), (1024, 16, 20), (2048, 8, 10)]
+    keras.backend.clear_session()
+
+
+def test_the_fpn_example_in_the_docs_runs():
+    blocks = re.findall(r"```python\n(.*?)```", open(DOC, encoding="utf-8").read(), flags=re.S)
+    code = blocks[-1]
+    paper_line = 'arch, height, width = "bl-resnet101", 800, 1344'
+    assert paper_line in code
+    namespace = {}
+    exec(code.replace(paper_line, 'arch, height, width = "bl-resnet50", 64, 96'), namespace)  # noqa: S102
+    shapes = [tuple(namespace[p].shape[1:]) for p in ("p2", "p3", "p4", "p5", "p6")]
+    assert shapes == [(16, 24, 256), (8, 12, 256), (4, 6, 256), (2, 3, 256), (1, 2, 256)]
+    assert namespace["features"].get_layer("stage2_big_upsample").method == "bilinear"
+    keras.backend.clear_session()

@@ -1,0 +1,59 @@
+"""The training loop in this process, on the demo digits with a tiny network (the point here is
+the loop, not the model): NaN stop, time-triggered checkpoints, a finished run, BN per replica."""
+import keras
+import pytest
+import tensorflow as tf
+from keras import layers
+
+from bl_net_tf import training
+from bl_net_tf.data import demo
+
+
+def tiny(num_classes, input_shape, data_format):
+    """uint8 RGB -> logits, with a BN so that its statistics are part of what is checkpointed."""
+    inputs = keras.Input(input_shape)
+    x = layers.Rescaling(1 / 255.0, name="scale")(inputs)
+    x = layers.Conv2D(8, 3, strides=2, data_format=data_format, name="conv")(x)
+    x = layers.BatchNormalization(name="bn")(x)
+    x = layers.ReLU(name="relu")(x)
+    x = layers.GlobalAveragePooling2D(data_format=data_format, name="pool")(x)
+    return keras.Model(inputs, layers.Dense(num_classes, name="fc")(x))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def digits():
+    return demo.prepare()
+
+
+def config(tmp_path, **fields):
+    fields = {"epochs": 1, "steps_per_epoch": 4, "model_dir": str(tmp_path), "seed": 0, **fields}
+    return training.resolve(training.TrainConfig(**fields), explicit=set(fields))
+
+
+def test_a_nan_loss_stops_the_run_naming_the_step(tmp_path):
+    with pytest.raises(training.TrainingDiverged, match=r"^loss is (nan|inf) at step \d+ \(epoch 1\)"):
+        training.run(config(tmp_path, lr=1e38, steps_per_epoch=50), model_fn=tiny)
+    assert tf.train.latest_checkpoint(str(tmp_path)) is None  # nothing after the NaN was saved
+
+
+def test_checkpoints_by_time_within_an_epoch_and_keeps_the_last_three(tmp_path):
+    training.run(config(tmp_path, checkpoint_minutes=1e-9), model_fn=tiny)
+    state = tf.train.get_checkpoint_state(str(tmp_path))
+    assert [p.rsplit("-", 1)[1] for p in state.all_model_checkpoint_paths] == ["2", "3", "4"]
+
+
+def test_a_finished_run_only_evaluates_again(tmp_path, caplog):
+    first = training.run(config(tmp_path), model_fn=tiny)
+    with caplog.at_level("INFO"):
+        again = training.run(config(tmp_path), model_fn=tiny)
+    assert "training already finished at step 4" in caplog.text
+    assert f"resumed from {tmp_path}/ckpt-4 at step 4" in caplog.text
+    assert again == first
+
+
+def test_longer_run_continues_the_schedule_where_it_stopped(tmp_path):
+    training.run(config(tmp_path, epochs=1), model_fn=tiny)
+    session = training.build(config(tmp_path, epochs=2), model_fn=tiny)
+    assert int(session.step.numpy()) == 4 and int(session.epoch.numpy()) == 1
+    # The optimizer's counter drives the (2-epoch) schedule: it is at step 4 of 8.
+    assert float(session.schedule(session.optimizer.iterations)) == pytest.approx(session.config.peak_lr / 2)
