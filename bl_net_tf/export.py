@@ -76,7 +76,7 @@ def export_saved_model(model: keras.Model, export_dir: str, *, image_size: Optio
       FileExistsError: ``export_dir`` is not empty and ``overwrite`` is False.
       ValueError: not a single-output classifier, no usable image size, or wrong number of names.
     """
-    export_dir = os.fspath(export_dir)
+    export_dir = os.path.normpath(os.fspath(export_dir))
     _check_export_dir(export_dir, overwrite)
     size = _image_size(model, image_size)
     network = serving_network(model, size)
