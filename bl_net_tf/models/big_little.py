@@ -29,19 +29,31 @@ The paper's ablations (Appendix A.4, Tables 7 and 8) are options of the same two
   the end.
 
 ``branches=3`` (Table 7, K=3, scales [1/4, 1/2, 1]). Section 3.1 with K=3: branch k works at 1/2^k
-  of the module's resolution, more and wider layers for larger k. Read as: the Big-Branch is the
-  K=2 Big-Branch on the input average-pooled by 2 ("ResNet-50 as the Big-Branch at 1/4 scale",
-  i.e. ResNet-50 on a 56x56 image); a middle branch at 1/2 with the K=2 Little-Branch's shape
-  (C/α wide, max(1, L//β - 1) blocks, first block strided), widened by a 1x1 conv + BN at its own
-  resolution and then upsampled (S_k = 1x1 conv then upsampling, as the speech pyramid model);
-  the little branch at full resolution C/α² wide and max(1, L//β² - 1) blocks deep. The stem
-  module stays the K=2 one. bL-ResNet-50 α=2 β=4: 27.32M params (paper 27.23, +0.3%) but 2.31
-  GFLOPs against the paper's 3.91: see tests/test_ablations.py for why no reading found reaches it.
+  of the module's input, more and wider layers for larger k: a little branch at full resolution
+  (C/α² wide, max(1, L//β² - 1) blocks), a middle one at 1/2 (C/α, max(1, L//β - 1) blocks, first
+  block strided) and the Big-Branch at 1/4 (the input average-pooled by 2, then the K=2 Big-Branch:
+  L - 1 blocks, the first strided). S_k: the middle is widened by a 1x1 conv + BN at its own
+  resolution and then upsampled (as the speech pyramid model), the little by a 1x1 conv + BN, the big
+  upsampled; all three are added at full resolution and width, then a ReLU.
+  A.4 says K=3 costs *more* than K=2 (3.91 vs 2.85 GFLOPs, "the overhead in merging more branches")
+  and calls the Big-Branch "ResNet-50 ... at ... 56 x 56". Read: the K=3 modules run at twice K=2's
+  resolution, so each branch sits one scale above its K=2 counterpart: the little at 112/56/28 (new),
+  the middle at 56/28/14 (where K=2's Little-Branch works), the Big-Branch at 28/14/7 (where K=2's
+  works; its stage2 input is the 56x56 map A.4 names). The stem is the 7x7/s2 conv alone (the first
+  module needs its 112x112 output, so there is no stem bL-module), and ResNet-50's own parameter-free
+  3x3/s2 max-pool, which the K=2 stem module replaces, comes back after the first module's merge in
+  place of its fusion block (``fusion=False``); stage3 and stage4 end in the K=2 strided fusion
+  bottleneck. See models/resnet.py for the network. Stage2 thus has only its Big-Branch's 2 of
+  ResNet-50's 3 full-width bottlenecks: that one choice is made by the fit, not by the paper's text.
+  bL-ResNet-50 α=2 β=4: 27.178M params, 3.907 GFLOPs (paper 27.23, 3.91: -0.19%, -0.07%). Also
+  measured (tests/test_ablations.py has the table): the same with a strided fusion bottleneck in
+  stage2 too, 27.25M / 4.28 GFLOPs (+9.5%); the modules at K=2's resolutions after the K=2 stem
+  module (the Big-Branch at 14/7/4), 27.32M / 2.31 (-41%).
 
 Layer names: ``{stage}_big_*``, ``{stage}_little_*``, ``{stage}_middle_*`` (K=3),
 ``{stage}_little_expand_conv/bn``, ``{stage}_middle_expand_conv/bn``, ``{stage}_big_pool``,
 ``{stage}_big_upsample``, ``{stage}_middle_upsample``, ``{stage}_merge`` (Add or Concatenate),
-``{stage}_merge_relu``, ``{stage}_fusion_block1_*``.
+``{stage}_merge_relu``, ``{stage}_fusion_block1_*``, ``stage2_pool`` (K=3: the first module's max-pool).
 """
 from __future__ import annotations
 
@@ -126,8 +138,8 @@ def bl_module(ctx: LayerContext, x, planes: int, blocks: int, *, alpha: int, bet
     if merge is None and (branches != 2 or stride != 2):
         raise ValueError(f"{name}: only a two-branch module with a stride-2 transition can skip its merge")
     if branches == 3:
-        return _three_branch_module(ctx, x, planes, blocks, alpha=alpha, beta=beta, stride=stride, name=name,
-                                    **block)
+        return three_branch_module(ctx, x, planes, blocks, alpha=alpha, beta=beta, stride=stride, name=name,
+                                   **block)
     big_in, little_in, little_stride = (x.big, x.little, x.little_stride) if isinstance(x, Unmerged) else (x, x, 1)
     # Big: blocks-1 bottlenecks, the first at stride 2; no ReLU at its end (the merge has one).
     big_planes = planes - planes // alpha if merge == "concat" else planes
@@ -153,9 +165,15 @@ def bl_module(ctx: LayerContext, x, planes: int, blocks: int, *, alpha: int, bet
     return out, merged
 
 
-def _three_branch_module(ctx: LayerContext, x, planes: int, blocks: int, *, alpha: int, beta: int, stride: int,
-                         name: str, cardinality: int, base_width: int, se: bool):
-    """``bl_module`` with K=3 branches at 1/4, 1/2 and 1 of ``x``'s resolution, merged by addition."""
+def three_branch_module(ctx: LayerContext, x, planes: int, blocks: int, *, alpha: int, beta: int, stride: int,
+                        name: str, fusion: bool = True, cardinality: int = 1, base_width: int = 64,
+                        se: bool = False):
+    """A K=3 bL-module (Table 7): branches at 1, 1/2 and 1/4 of ``x``'s resolution, merged by addition.
+
+    Returns ``(output, merged)`` as :func:`bl_module`. ``fusion=False`` (the first module of the K=3
+    network) replaces the fusion bottleneck by ResNet-50's parameter-free 3x3/s2 max-pool
+    (``{name}_pool``) when ``stride`` is 2, and by nothing when it is 1.
+    """
     block = dict(cardinality=cardinality, base_width=base_width, se=se)
     pooled = avg_pool_3x3_s2(ctx, x, name=f"{name}_big_pool")
     big = stack(ctx, pooled, planes, blocks - 1, stride=2, last_relu=False, name=f"{name}_big", **block)
@@ -171,5 +189,10 @@ def _three_branch_module(ctx: LayerContext, x, planes: int, blocks: int, *, alph
                      relu=False)
     merged = layers.Add(name=f"{name}_merge")([big, middle, little])
     merged = layers.ReLU(name=f"{name}_merge_relu")(merged)
-    out = stack(ctx, merged, planes, 1, stride=stride, name=f"{name}_fusion", **block)
+    if fusion:
+        return stack(ctx, merged, planes, 1, stride=stride, name=f"{name}_fusion", **block), merged
+    if stride == 1:
+        return merged, merged
+    out = layers.ZeroPadding2D(1, data_format=ctx.data_format, name=f"{name}_pool_pad")(merged)
+    out = layers.MaxPooling2D(3, strides=2, data_format=ctx.data_format, name=f"{name}_pool")(out)
     return out, merged

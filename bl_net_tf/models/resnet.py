@@ -6,7 +6,9 @@ Layer names (the contract for checkpoints, weight conversion and feature taps):
                                              the bL stem's big path (lowres)
   stage{2,3,4}_{big,little}_block{j}_*       bL-modules; stage{n}_little_expand_conv/bn,
   stage{n}_merge, stage{n}_fusion_block1_*   the merge and the fusion (transition) block
-  stage{n}_middle_*                          the third branch of a K=3 module (``branches=3``)
+  stage{n}_middle_*                          the third branch of a K=3 module (``branches=3``; no
+                                             stage1_*: its stem is the conv alone, and stage2 ends in
+                                             stage2_pool instead of a fusion block)
   stage{n}_module{k}_*                       the k-th module of a stage split for extra merges
                                              (``merges=7``); big_little.py describes the ablations
   stage{n}_block{j}_*                        plain stages (all stages of a baseline, stage5 of bL)
@@ -19,7 +21,7 @@ import dataclasses
 import keras
 from keras import layers
 
-from bl_net_tf.models.big_little import Unmerged, bl_module, stem_module
+from bl_net_tf.models.big_little import Unmerged, bl_module, stem_module, three_branch_module
 from bl_net_tf.models.blocks import EXPANSION, stack
 from bl_net_tf.models.layers import LayerContext, conv_bn
 from bl_net_tf.models.registry import ArchSpec
@@ -90,6 +92,8 @@ def build_resnet(spec: ArchSpec, ctx: LayerContext, inputs, *, bl: BigLittleOpti
     """
     block = dict(cardinality=spec.cardinality, base_width=spec.base_width, se=spec.se)
     x = conv_bn(ctx, inputs, STEM_CHANNELS, 7, strides=2, name="stem_conv", bn_name="stem_bn")
+    if spec.big_little and bl.branches == 3:
+        return _three_branch_stages(spec, ctx, x, bl=bl, **block)
     if spec.big_little:
         layout = MERGE_LAYOUTS[bl.merges]
         x = stem_module(ctx, x, alpha=bl.alpha, merge=bl.merge if layout.stem_merges else None)
@@ -122,6 +126,23 @@ def build_resnet(spec: ArchSpec, ctx: LayerContext, inputs, *, bl: BigLittleOpti
         x = stack(ctx, x, planes, blocks, stride=1 if i == 0 else 2, name=f"stage{i + 2}", **block)
         features.append(x)
     return features
+
+
+def _three_branch_stages(spec: ArchSpec, ctx: LayerContext, x, *, bl: BigLittleOptions, **block):
+    """The K=3 network of Table 7 after the 7x7/s2 stem conv (big_little.py explains the reading).
+
+    The three-branch modules run at twice K=2's resolution: stage2's on the 112x112 stem output,
+    ending in ResNet-50's 3x3/s2 max-pool instead of a fusion block; stage3's at 56x56 and stage4's
+    at 28x28, each ending in the strided fusion bottleneck; then the plain stage5 at 7x7 as K=2.
+    Returns C2..C5 at strides 4, 8, 16, 32: the three module outputs and stage5.
+    """
+    features = []
+    for i, (planes, blocks) in enumerate(zip(STAGE_PLANES[:3], spec.blocks[:3])):
+        x, _ = three_branch_module(ctx, x, planes, blocks, alpha=bl.alpha, beta=bl.beta, stride=2,
+                                   name=f"stage{i + 2}", fusion=i > 0, **block)
+        features.append(x)
+    x = stack(ctx, x, STAGE_PLANES[3], spec.blocks[3], stride=2, name="stage5", **block)
+    return features + [x]
 
 
 def classifier_head(ctx: LayerContext, x, num_classes: int):
