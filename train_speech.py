@@ -3,7 +3,7 @@
     python train_speech.py --train_records='data/train-*.tfrecord' --eval_records='data/dev-*.tfrecord' \
         --arch=bl-resnet22-speech --alpha=2 --beta=3 --model_dir=train_log/bl-resnet22-speech-a2-b3
 
-Records hold one utterance each (bl_net_tf.speech.write_utterances); defaults are the paper's
+Records hold one utterance each (bl_net_tf.speech.write_utterances); the defaults are the paper's
 recipe (bl_net_tf.speech.trainer). The last line of stdout is ``metrics: {...}``. See docs/speech.md.
 """
 import dataclasses
@@ -15,36 +15,40 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import app, flags  # noqa: E402
 
-from bl_net_tf.speech.trainer import SpeechTrainConfig, train  # noqa: E402
-
-_D = SpeechTrainConfig()
-flags.DEFINE_string("train_records", None, "TFRecord file pattern of the training utterances.")
-flags.DEFINE_string("eval_records", None, "TFRecord file pattern evaluated at the end (frame accuracy).")
-flags.DEFINE_string("arch", _D.arch, "resnet22-speech, bl-resnet22-speech or bl-pyr-resnet22-speech.")
-flags.DEFINE_integer("alpha", _D.alpha, "Width divisor of the Little-Branch.")
-flags.DEFINE_integer("beta", _D.beta, "Depth divisor of the Little-Branch.")
-flags.DEFINE_enum("merge", _D.merge, ["add", "concat"], "How the branches merge.")
-flags.DEFINE_integer("num_classes", _D.num_classes, "Context-dependent states (32k in the paper).")
-flags.DEFINE_enum("data_format", None, ["channels_first", "channels_last"], "Default: channels_first on GPU.")
-flags.DEFINE_integer("batch_size", _D.batch_size, "Windows per batch.")
-flags.DEFINE_integer("epochs", _D.epochs, "Training epochs.")
-flags.DEFINE_float("lr", _D.lr, "Learning rate (Nesterov momentum 0.9).")
-flags.DEFINE_integer("anneal_from_epoch", _D.anneal_from_epoch,
-                     "Multiply the rate by sqrt(0.5) every epoch from this one on.")
-flags.DEFINE_float("weight_decay", _D.weight_decay, "Weight decay.")
-flags.DEFINE_float("clip_norm", _D.clip_norm, "Gradient clipping (global norm).")
-flags.DEFINE_integer("shuffle_buffer", _D.shuffle_buffer, "Windows in the shuffle buffer.")
-flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one pass over the data).")
-flags.DEFINE_string("model_dir", None, "Weights, metrics.json and a resumable backup go here.")
-flags.DEFINE_integer("seed", None, "Seed of the initialisation and the shuffling.")
-flags.DEFINE_enum("xla", _D.xla, ["auto", "on", "off"], "XLA-compile the training step (auto: with a GPU).")
+from bl_net_tf.speech.trainer import XLA_MODES, SpeechTrainConfig, train  # noqa: E402
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    fields = [f.name for f in dataclasses.fields(SpeechTrainConfig) if f.name in flags.FLAGS]
-    config = SpeechTrainConfig(**{name: flags.FLAGS[name].value for name in fields})
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """The command line, one flag per :class:`SpeechTrainConfig` field (defaults from it)."""
+    d = SpeechTrainConfig()
+    fv = dict(flag_values=flag_values)
+    flags.DEFINE_string("train_records", None, "TFRecord file pattern of the training utterances.", **fv)
+    flags.DEFINE_string("eval_records", None, "TFRecord file pattern evaluated at the end (frame accuracy).", **fv)
+    flags.DEFINE_string("arch", d.arch, "resnet22-speech, bl-resnet22-speech or bl-pyr-resnet22-speech.", **fv)
+    flags.DEFINE_integer("alpha", d.alpha, "Width divisor of the Little-Branch.", **fv)
+    flags.DEFINE_integer("beta", d.beta, "Depth divisor of the Little-Branch.", **fv)
+    flags.DEFINE_enum("merge", d.merge, ["add", "concat"], "How the branches merge.", **fv)
+    flags.DEFINE_integer("num_classes", d.num_classes, "Context-dependent states (32k in the paper).", **fv)
+    flags.DEFINE_enum("data_format", None, ["channels_first", "channels_last"],
+                      "Layout inside the model (default: channels_first on GPU).", **fv)
+    flags.DEFINE_integer("batch_size", d.batch_size, "Windows per batch.", **fv)
+    flags.DEFINE_integer("epochs", d.epochs, "Training epochs.", **fv)
+    flags.DEFINE_float("lr", d.lr, "Learning rate (Nesterov momentum 0.9).", **fv)
+    flags.DEFINE_integer("anneal_from_epoch", d.anneal_from_epoch,
+                         "Multiply the rate by sqrt(0.5) every epoch from this one on.", **fv)
+    flags.DEFINE_float("weight_decay", d.weight_decay, "Weight decay.", **fv)
+    flags.DEFINE_float("clip_norm", d.clip_norm, "Gradient clipping (global norm).", **fv)
+    flags.DEFINE_integer("shuffle_buffer", d.shuffle_buffer, "Windows in the shuffle buffer.", **fv)
+    flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one pass over the data).", **fv)
+    flags.DEFINE_string("model_dir", None, "Weights, metrics.json and a resumable backup go here.", **fv)
+    flags.DEFINE_integer("seed", None, "Seed of the initialisation and the shuffling.", **fv)
+    flags.DEFINE_enum("xla", d.xla, list(XLA_MODES), "XLA-compile the training step (auto: with a GPU).", **fv)
+
+
+def run(flag_values: flags.FlagValues = flags.FLAGS) -> int:
+    """Trains as the parsed flags say; prints ``metrics: {...}`` (0) or ``error: ...`` (1)."""
+    fields = [f.name for f in dataclasses.fields(SpeechTrainConfig) if f.name in flag_values]
+    config = SpeechTrainConfig(**{name: flag_values[name].value for name in fields})
     try:
         metrics = train(config, verbose=2)
     except (ValueError, OSError) as error:
@@ -54,5 +58,12 @@ def main(argv):
     return 0
 
 
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    return run()
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -4,7 +4,7 @@
     python -m bl_net_tf.benchmark --arch bl-resnext50 --vs resnext50 --vs keras:ResNet50 --mode train
     python -m bl_net_tf.benchmark --all --markdown      # the table in docs/benchmarks.md
 
-Every model is built, warmed up (traced, and compiled with ``--xla``), then the models take turns
+Every model is built, warmed up (traced, and compiled with ``--xla on``), then the models take turns
 one step at a time in this one process, so a machine shared with other jobs slows them alike;
 each model's figure is the median over ``--steps`` steps. ``keras:NAME`` is a
 ``keras.applications`` model with random weights. Peak memory is the most the device's TensorFlow
@@ -19,6 +19,9 @@ import statistics
 import sys
 import time
 from typing import Optional
+
+from bl_net_tf.models import grouped_conv
+from bl_net_tf.models.grouped_conv import IMPLEMENTATIONS, resolve_implementation
 
 KERAS_PREFIX = "keras:"
 MODES = ("infer", "train")
@@ -53,12 +56,14 @@ class Settings:
     data_format: Optional[str] = None
     precision: str = "float32"
     num_classes: int = 1000
+    grouped_conv: str = "auto"
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; allowed: {', '.join(MODES)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
+        resolve_implementation(self.grouped_conv)
         if self.data_format not in DATA_FORMATS + (None,):
             raise ValueError(f"unknown data_format {self.data_format!r}; allowed: {', '.join(DATA_FORMATS)}")
         for label in ("batch_size", "image_size", "steps", "num_classes"):
@@ -67,7 +72,8 @@ class Settings:
 
     def describe(self) -> str:
         return (f"{self.mode}, batch {self.batch_size} at {self.image_size}x{self.image_size}, {self.precision}, "
-                f"{self.data_format}, XLA {'on' if self.xla else 'off'}, median of {self.steps} steps")
+                f"{self.data_format}, XLA {'on' if self.xla else 'off'}, grouped conv "
+                f"{resolve_implementation(self.grouped_conv)}, median of {self.steps} steps")
 
 
 @dataclasses.dataclass
@@ -92,6 +98,18 @@ def _device() -> str:
     return "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"
 
 
+def check_name(name: str) -> None:
+    """Raises ValueError for a name that is neither a registered arch nor a keras.applications model."""
+    import keras
+
+    from bl_net_tf.models import registry
+
+    if not name.startswith(KERAS_PREFIX):
+        registry.get_spec(name)
+    elif not callable(getattr(keras.applications, name[len(KERAS_PREFIX):], None)):
+        raise ValueError(f"keras.applications has no {name[len(KERAS_PREFIX):]!r}")
+
+
 def build_model(name: str, settings: Settings):
     """A registered arch (``bl-resnet50``) or ``keras:ResNet50``; returns (model, input layout).
 
@@ -106,10 +124,10 @@ def build_model(name: str, settings: Settings):
     if not name.startswith(KERAS_PREFIX):
         model = bl_net_tf.create_model(name, num_classes=settings.num_classes, input_shape=(size, size, 3),
                                        data_format=settings.data_format)
+        if settings.grouped_conv != "auto":
+            grouped_conv.set_implementation(model, settings.grouped_conv)
         return model, "channels_last"
-    constructor = getattr(keras.applications, name[len(KERAS_PREFIX):], None)
-    if constructor is None:
-        raise ValueError(f"keras.applications has no {name[len(KERAS_PREFIX):]!r}")
+    constructor = getattr(keras.applications, name[len(KERAS_PREFIX):])
     layout = settings.data_format or keras.config.image_data_format()
     previous = keras.config.image_data_format()
     keras.config.set_image_data_format(layout)
@@ -159,6 +177,8 @@ def run(names, settings: Settings) -> list:
 
     from bl_net_tf.profile import count_macs, count_params
 
+    for name in names:
+        check_name(name)
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(settings.precision)
     try:
@@ -190,6 +210,73 @@ def run(names, settings: Settings) -> list:
     del models, steps
     keras.backend.clear_session()
     return results
+
+
+def grouped_conv_speeds(arch: str, settings: Settings, implementations=("keras", "fused", "split")) -> dict:
+    """Times every grouped convolution of ``arch`` alone, once per implementation, taking turns.
+
+    Each distinct (input shape, filters, groups, stride) of the model is run as one layer (forward,
+    or forward and both gradients with ``mode="train"``), weighted by how often the model has it.
+    Returns {implementation: (seconds per batch for all the model's grouped convs, GFLOP/s)}.
+    """
+    import collections
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    check_name(arch)
+    model, _ = build_model(arch, dataclasses.replace(settings, grouped_conv="auto"))
+    shapes = collections.Counter()
+    macs = 0
+    for layer in model.layers:
+        if isinstance(layer, grouped_conv.Conv2D) and layer.groups > 1:
+            shapes[(tuple(layer.input.shape[1:]), layer.filters, layer.groups, layer.strides[0], layer.padding)] += 1
+            out = layer.output.shape[1:3] if layer.data_format == "channels_last" else layer.output.shape[2:4]
+            macs += settings.batch_size * out[0] * out[1] * layer.filters * 9 * layer.kernel.shape[2]
+    keras.backend.clear_session()
+    if not shapes:
+        raise ValueError(f"{arch} has no grouped convolutions")
+    total = {name: 0.0 for name in implementations}
+    rng = np.random.default_rng(0)
+    for (in_shape, filters, groups, stride, padding), count in shapes.items():
+        x = tf.constant(rng.standard_normal((settings.batch_size,) + in_shape, dtype=np.float32))
+        steps = {}
+        for name in implementations:
+            layer = grouped_conv.Conv2D(filters, 3, strides=stride, padding=padding, groups=groups, use_bias=False,
+                                        data_format=settings.data_format, dtype=settings.precision,
+                                        implementation=name)
+            layer.build(x.shape)
+            steps[name] = tf.function(_layer_step(layer, settings.mode))
+        for name, step in steps.items():
+            for _ in range(settings.warmup):
+                step(x).numpy()
+        seconds = {name: [] for name in implementations}
+        for _ in range(settings.steps):
+            for name, step in steps.items():
+                start = time.perf_counter()
+                step(x).numpy()
+                seconds[name].append(time.perf_counter() - start)
+        for name in implementations:
+            total[name] += count * statistics.median(seconds[name])
+    flops = 2 * macs * (3 if settings.mode == "train" else 1)
+    return {name: (t, flops / t / 1e9) for name, t in total.items()}
+
+
+def _layer_step(layer, mode: str):
+    import tensorflow as tf
+
+    def forward(x):
+        return tf.reduce_sum(layer(x))
+
+    def forward_backward(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+        dx, dw = tape.gradient(y, [x, layer.kernel], output_gradients=tf.ones_like(y))
+        return tf.reduce_sum(dx) + tf.reduce_sum(dw)
+
+    return forward if mode == "infer" else forward_backward
 
 
 def _reset_peak(device: str) -> Optional[int]:
@@ -255,25 +342,37 @@ def main(argv=None) -> int:
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per model (the median is reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model first (tracing, XLA)")
-    parser.add_argument("--xla", action="store_true", help="compile each step with XLA (jit_compile)")
+    parser.add_argument("--xla", choices=("on", "off"), help="compile each step with XLA (jit_compile); "
+                        "default: on with a GPU, off on CPU (docs/benchmarks.md)")
     parser.add_argument("--data_format", choices=DATA_FORMATS, help="default: channels_first on a GPU")
     parser.add_argument("--precision", choices=PRECISIONS, default="float32")
     parser.add_argument("--num_classes", type=int, default=1000)
+    parser.add_argument("--grouped_conv", choices=IMPLEMENTATIONS, default="auto",
+                        help="the grouped-conv kernel of our models (see bl_net_tf/models/grouped_conv.py)")
+    parser.add_argument("--grouped_convs", action="store_true",
+                        help="time --arch's grouped convolutions alone, per implementation")
     parser.add_argument("--markdown", action="store_true", help="print table rows instead of text")
     args = parser.parse_args(argv)
     if not args.all and not args.arch:
         parser.error("give --arch (and --vs) or --all")
     try:
+        if args.grouped_convs:
+            settings = _settings(args, args.mode)
+            speeds = grouped_conv_speeds(args.arch, settings)
+            print(f"{args.arch}'s grouped convolutions: {settings.describe()}")
+            for name, (seconds, rate) in speeds.items():
+                print(f"  {name:6} {seconds:7.3f} s per batch  {rate:7.1f} GFLOP/s  "
+                      f"{speeds['keras'][0] / seconds:5.1f}x keras")
+            return 0
         modes = MODES if args.all else (args.mode,)
         comparisons = [[m for m in row if m] for row in TABLE] if args.all else [[args.arch] + args.vs]
+        for name in {name for names in comparisons for name in names}:
+            check_name(name)
         if args.markdown:
             print(MARKDOWN_HEADER)
         for names in comparisons:
             for mode in modes:
-                settings = Settings(mode=mode, batch_size=args.batch_size, image_size=args.image_size,
-                                    steps=args.steps, warmup=args.warmup, xla=args.xla,
-                                    data_format=args.data_format or _default_data_format(),
-                                    precision=args.precision, num_classes=args.num_classes)
+                settings = _settings(args, mode)
                 results = run(names, settings)
                 print(format_markdown(results, settings) if args.markdown else format_text(results, settings),
                       flush=True)
@@ -281,6 +380,19 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _settings(args, mode: str) -> Settings:
+    return Settings(mode=mode, batch_size=args.batch_size, image_size=args.image_size, steps=args.steps,
+                    warmup=args.warmup, xla=args.xla == "on" if args.xla else _has_gpu(),
+                    data_format=args.data_format or _default_data_format(),
+                    precision=args.precision, num_classes=args.num_classes, grouped_conv=args.grouped_conv)
+
+
+def _has_gpu() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))
 
 
 def _default_data_format() -> str:

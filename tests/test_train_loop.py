@@ -26,7 +26,7 @@ def digits():
 
 
 def config(tmp_path, **fields):
-    fields = {"epochs": 1, "steps_per_epoch": 4, "model_dir": str(tmp_path), "seed": 0, **fields}
+    fields = {"epochs": 1, "steps_per_epoch": 4, "warmup_epochs": 0.0, "model_dir": str(tmp_path), "seed": 0, **fields}
     return training.resolve(training.TrainConfig(**fields), explicit=set(fields))
 
 
@@ -57,3 +57,39 @@ def test_longer_run_continues_the_schedule_where_it_stopped(tmp_path):
     assert int(session.step.numpy()) == 4 and int(session.epoch.numpy()) == 1
     # The optimizer's counter drives the (2-epoch) schedule: it is at step 4 of 8.
     assert float(session.schedule(session.optimizer.iterations)) == pytest.approx(session.config.peak_lr / 2)
+
+
+def test_a_checkpoint_of_another_model_is_refused(tmp_path):
+    training.run(config(tmp_path), model_fn=tiny)
+
+    def wider(num_classes, input_shape, data_format):
+        inputs = keras.Input(input_shape)
+        x = layers.Conv2D(16, 3, strides=2, name="conv")(layers.Rescaling(1 / 255.0, name="scale")(inputs))
+        x = layers.GlobalAveragePooling2D(name="pool")(x)
+        return keras.Model(inputs, layers.Dense(num_classes, name="fc")(x))
+
+    with pytest.raises(ValueError, match=r"ckpt-4 does not match this model and configuration .*another --model_dir"):
+        training.build(config(tmp_path), model_fn=wider)
+
+
+def test_float16_with_xla_trains_and_keeps_float32_variables(tmp_path):
+    errors = training.run(config(tmp_path, mixed_precision="float16", xla="on"), model_fn=tiny)
+    assert errors.images > 0 and 0 <= errors.top1_err <= 1
+    session = training.build(config(tmp_path, mixed_precision="float16", xla="on"), model_fn=tiny)
+    assert session.jit_compile and session.model.get_layer("conv").compute_dtype == "float16"
+    assert {v.dtype for v in session.model.trainable_variables} == {"float32"}
+    assert isinstance(session.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is left as it was
+
+
+def test_files_of_an_interrupted_save_are_ignored(tmp_path):
+    """What SIGKILL during a save leaves: a half-written shard folder and index of a newer step,
+    with the `checkpoint` state file still naming the previous one (it is replaced last)."""
+    training.run(config(tmp_path, epochs=1), model_fn=tiny)
+    (tmp_path / "ckpt-6_temp").mkdir()
+    (tmp_path / "ckpt-6_temp" / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"\x00" * 100)
+    (tmp_path / "ckpt-6.index").write_bytes(b"truncated")
+    session = training.build(config(tmp_path, epochs=2), model_fn=tiny)
+    assert int(session.step.numpy()) == 4
+    training.train(session)
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-8")

@@ -55,9 +55,12 @@ def test_demo_defaults_fill_only_the_flags_not_given():
         assert getattr(config, name) == value
     assert config.eval_image_size == config.image_size
     assert config.model_dir.endswith("-demo")
-    config = parse("--epochs=2", "--image_size=64", "--lr=0.01")
-    assert (config.epochs, config.image_size, config.eval_image_size, config.peak_lr) == (2, 64, 64, 0.01)
+    config = parse("--epochs=3", "--image_size=64", "--lr=0.01")
+    assert (config.epochs, config.image_size, config.eval_image_size, config.peak_lr) == (3, 64, 64, 0.01)
     assert config.batch_size == cfg.DEMO_DEFAULTS["batch_size"]
+    # A shorter demo warms up for the same share of its epochs.
+    assert config.warmup == pytest.approx(3 * cfg.DEMO_DEFAULTS["warmup_epochs"] / cfg.DEMO_DEFAULTS["epochs"])
+    assert parse("--epochs=3", "--warmup_epochs=0").warmup == 0
 
 
 def test_every_paper_row_of_tables_1_2_11_has_a_flagfile():

@@ -15,7 +15,9 @@ rather than each image exactly once, and ``seed`` does not make it reproducible.
 it needs are written to a temporary directory here instead.
 """
 import os
+import queue
 import tempfile
+import threading
 
 import numpy as np
 import tensorflow as tf
@@ -103,18 +105,44 @@ def _image_files(data_dir: str, split: str, images: ImageList, shuffle: bool):
 
 
 class _Batches:
-    """Generator function over a DataFlow, started on the first call, yielding RGB."""
+    """Generator function for ``from_generator``: one epoch of the DataFlow, as RGB.
 
-    def __init__(self, dataflow):
+    The DataFlow runs in one background thread, started by the first call, and
+    hands its batches over a bounded queue: tf.data calls a generator from varying
+    threads of its own, while a ZMQ socket must stay on one thread, and worker
+    processes forked from a TF thread pool thread run about half as fast (measured).
+    """
+
+    _END = object()
+
+    def __init__(self, dataflow, queue_size: int = 4):
         self.dataflow = dataflow
-        self.started = False
+        self.queue = queue.Queue(queue_size)
+        self.thread = None
+
+    def _produce(self):
+        try:
+            self.dataflow.reset_state()
+            while True:
+                for images, labels in self.dataflow:
+                    self.queue.put((np.ascontiguousarray(images[..., ::-1]),
+                                    labels.astype(np.int32)))
+                self.queue.put(self._END)
+        except Exception as error:  # handed to the consumer, which raises it
+            self.queue.put(error)
 
     def __call__(self):
-        if not self.started:
-            self.dataflow.reset_state()
-            self.started = True
-        for images, labels in self.dataflow:
-            yield np.ascontiguousarray(images[..., ::-1]), labels.astype(np.int32)
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._produce, daemon=True,
+                                           name="tensorpack-dataflow")
+            self.thread.start()
+        while True:
+            item = self.queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, Exception):
+                raise item
+            yield item
 
 
 def images(data_dir: str, split: str, image_list: ImageList, *, train: bool, image_size: int,

@@ -108,3 +108,15 @@ class Conv2D(layers.Conv2D):
 
     def get_config(self):
         return {**super().get_config(), "implementation": self.implementation}
+
+
+def set_implementation(model: keras.Model, implementation: str) -> int:
+    """Switches every grouped :class:`Conv2D` of ``model`` to ``implementation`` (before the model is
+    traced; a traced function keeps the kernel it was traced with). Returns how many it switched."""
+    resolve_implementation(implementation)
+    switched = 0
+    for layer in model.layers:
+        if isinstance(layer, Conv2D) and layer.groups > 1:
+            layer.implementation = implementation
+            switched += 1
+    return switched

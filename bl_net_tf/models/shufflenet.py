@@ -17,10 +17,11 @@ FLOP count of Table 9 and the 1x and 2x parameter counts within 3%:
   * the Little-Branch runs ceil(units/β) units at width/α at the stage's own resolution (its first
     unit strides), then a 1x1 conv + BN to the stage's width;
   * the branches are added and passed through a ReLU.
-ShuffleNet units are cheap next to the 1x1 convolutions a merge needs at full resolution, so a
-module that keeps the stage's strided unit at full resolution (bL-ResNet's fusion / the speech
-models' transition) costs more than the baseline: 1.32x its FLOPs at 256 for 1x, against
-Table 9's 1.03x of the baseline at 224.
+Measured and rejected (1x at 256, Table 9: 150 MFLOPs): keeping each stage's strided unit at full
+resolution as a transition before the module (bL-ResNet's fusion block, the speech models'
+transition layer) costs 189 MFLOPs with bL stages 2-3 and 198 with 2-4, since ShuffleNet units are
+cheap next to a full-resolution strided unit; bL-ResNet's little depth max(1, units//β - 1)
+instead of ceil(units/β) gives 143 (-5%); a bL stage 4 as well gives 133 (-11%) and +10% params.
 
 Layer names:
   stem_conv, stem_bn, stage1_pool                 3x3/s2 conv, 3x3/s2 max-pool (stride 4)

@@ -6,7 +6,7 @@ frame (a context-dependent state id from a forced alignment). Windows are cut wh
 record is 49 times smaller than the windows it yields.
 
     write_utterances("train-00000.tfrecord", [(feats, labels), ...])
-    ds = frame_dataset("train-*.tfrecord", batch_size=512, shuffle_buffer=100_000)
+    ds = frame_dataset("train-*.tfrecord", batch_size=512, shuffle_buffer=10_000)
 """
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ import tensorflow as tf
 
 from bl_net_tf.speech.features import CONTEXT_FRAMES, context_windows
 
+UTTERANCE_BUFFER = 256  # serialized utterances shuffled before windowing
+INTERLEAVED_UTTERANCES = 32  # utterances whose frames are drawn round-robin when shuffling
 _FEATURES = {
     "features": tf.io.FixedLenFeature([], tf.string),
     "shape": tf.io.FixedLenFeature([3], tf.int64),
@@ -62,8 +64,10 @@ def frame_dataset(pattern: str, *, batch_size: int, context: int = CONTEXT_FRAME
     """Batches of ``(windows [batch, bins, context, channels], labels [batch])`` from the files
     matching ``pattern``: every frame of every utterance, centred in its window.
 
-    ``shuffle_buffer`` > 0 shuffles the files, the utterances and the windows (frames of one
-    utterance are highly correlated, so give it many utterances' worth of frames).
+    Without shuffling, frames come in file and utterance order. With ``shuffle_buffer`` > 0 the
+    files and utterances are shuffled, frames are drawn round-robin from
+    :data:`INTERLEAVED_UTTERANCES` utterances at a time (neighbouring frames are nearly
+    identical), and then shuffled in a buffer of that many windows (37.6 KB each at 64 x 49 x 3).
     """
     files = tf.io.gfile.glob(pattern)
     if not files:
@@ -71,10 +75,16 @@ def frame_dataset(pattern: str, *, batch_size: int, context: int = CONTEXT_FRAME
     ds = tf.data.Dataset.from_tensor_slices(sorted(files))
     if shuffle_buffer:
         ds = ds.shuffle(len(files), seed=seed)
-    ds = tf.data.TFRecordDataset(ds, num_parallel_reads=tf.data.AUTOTUNE)
-    ds = ds.map(parse_utterance, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.map(lambda f, y: (context_windows(f, context), y), num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.unbatch()
+    ds = tf.data.TFRecordDataset(ds)
+    if shuffle_buffer:
+        ds = ds.shuffle(UTTERANCE_BUFFER, seed=seed)
+
+    def windows(serialized):
+        features, labels = parse_utterance(serialized)
+        return tf.data.Dataset.from_tensor_slices((context_windows(features, context), labels))
+
+    ds = ds.interleave(windows, cycle_length=INTERLEAVED_UTTERANCES if shuffle_buffer else 1, block_length=1,
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle_buffer or seed is not None)
     if shuffle_buffer:
         ds = ds.shuffle(shuffle_buffer, seed=seed)
     return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

@@ -42,7 +42,7 @@ class SpeechTrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-6
     clip_norm: float = 10.0
-    shuffle_buffer: int = 200_000
+    shuffle_buffer: int = 10_000  # windows; see frame_dataset
     steps_per_epoch: Optional[int] = None
     model_dir: Optional[str] = None
     seed: Optional[int] = None

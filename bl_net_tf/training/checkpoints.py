@@ -24,21 +24,21 @@ logger = logging.getLogger(__name__)
 MAX_TO_KEEP = 3
 
 
-def check_writable(model_dir: str) -> None:
-    """Creates ``model_dir`` and checks that files can be written there.
+def check_writable(directory: str, label: str = "model_dir") -> None:
+    """Creates ``directory`` and checks that files can be written there (before hours of training).
 
     Raises:
       ValueError: it cannot be created or written.
     """
-    probe = os.path.join(model_dir, f".write_probe-{os.getpid()}")  # one per worker of a cluster
+    probe = os.path.join(directory, f".write_probe-{os.getpid()}")  # one per worker of a cluster
     try:
-        tf.io.gfile.makedirs(model_dir)
+        tf.io.gfile.makedirs(directory)
         with tf.io.gfile.GFile(probe, "w") as f:
             f.write("ok")
         tf.io.gfile.remove(probe)
     except (OSError, tf.errors.OpError) as error:
         message = getattr(error, "message", None) or str(error)
-        raise ValueError(f"model_dir {model_dir!r} is not writable: {message.splitlines()[0]}") from None
+        raise ValueError(f"{label} {directory!r} is not writable: {message.splitlines()[0]}") from None
 
 
 class Checkpointer:
@@ -70,12 +70,23 @@ class Checkpointer:
         return tf.train.latest_checkpoint(self.model_dir)
 
     def restore_latest(self) -> Optional[str]:
-        """Restores the newest checkpoint, if any; returns its path."""
+        """Restores the newest checkpoint, if any; returns its path.
+
+        Raises:
+          ValueError: the checkpoint was written by another model or configuration.
+        """
         path = self.latest
-        if path is not None:
-            # Optimizer slots exist already (built before), so everything restores now;
-            # expect_partial: an eval-only run has no use for the optimizer's state.
-            self.checkpoint.restore(path).expect_partial()
+        if path is None:
+            return None
+        try:
+            # The optimizer's slots exist already (built before), so every object restores now and
+            # all of them must be in the checkpoint: another --arch in the same model_dir fails
+            # here instead of training from a partial restore.
+            self.checkpoint.restore(path).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as error:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ValueError(f"the checkpoint {path} does not match this model and configuration ({reason}); "
+                             f"use another --model_dir") from None
         return path
 
     def wants_time_save(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 from typing import Callable, Optional
 
 import keras
@@ -95,6 +96,8 @@ def build(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None
         raise ValueError(f"the training set has {data.train_images} images, fewer than one batch of "
                          f"{config.batch_size}")
     check_writable(config.model_dir)
+    if config.export_dir and is_chief:  # the export is written beside export_dir, then moved in
+        check_writable(os.path.dirname(os.path.abspath(config.export_dir)), "export_dir's parent")
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
 
@@ -174,8 +177,8 @@ def train(session: Session) -> Optional[Errors]:
     spe, errors, step = session.steps_per_epoch, None, start
     while step < session.total_steps:
         epoch = step // spe
-        progress = EpochProgress(epoch, config.epochs, spe, step % spe, global_batch=config.batch_size,
-                                 summaries=summaries, log_steps=config.log_steps, verbose=session.is_chief)
+        progress = EpochProgress(epoch, config.epochs, spe, step % spe, summaries=summaries,
+                                 log_steps=config.log_steps, verbose=session.is_chief)
         while step < (epoch + 1) * spe:
             lr = float(session.schedule(step))
             vote = tf.constant(float(session.checkpointer.wants_time_save()))

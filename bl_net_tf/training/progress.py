@@ -79,24 +79,23 @@ class Summaries:
 
 
 class EpochProgress:
-    """A progress bar over one epoch's steps with loss, top-1 error, lr, images/s and the ETA;
-    TensorBoard scalars every ``log_steps`` steps (means over those steps).
+    """A progress bar over one epoch's steps with loss and top-1 error (means over the epoch so far),
+    lr, images/s and the ETA; TensorBoard scalars every ``log_steps`` steps (means over those steps).
 
     ``first_step`` is where a resumed epoch starts. The first step of a process (tracing and
     compiling) is left out of images/s.
     """
 
-    def __init__(self, epoch: int, epochs: int, steps_per_epoch: int, first_step: int, *, global_batch: int,
-                 summaries: Summaries, log_steps: int, verbose: bool = True):
-        self.global_batch = global_batch
+    def __init__(self, epoch: int, epochs: int, steps_per_epoch: int, first_step: int, *, summaries: Summaries,
+                 log_steps: int, verbose: bool = True):
         self.summaries = summaries
         self.log_steps = log_steps
         self._bar = None
         if verbose:
             print(f"Epoch {epoch + 1}/{epochs}", flush=True)
             # interval: at most 2 redraws a second, so a log file of a long run stays small.
-            self._bar = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["lr", "images/s"], unit_name="step",
-                                            interval=0.5)
+            self._bar = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["loss", "top1_err", "lr", "images/s"],
+                                            unit_name="step", interval=0.5)
             self._bar.update(first_step)
         self._in_epoch = first_step
         self._window = np.zeros(len(STAT_NAMES))
@@ -116,9 +115,9 @@ class EpochProgress:
             self._clock_images += sums[_IMAGES]
         elapsed = now - self._clock
         speed = self._clock_images / elapsed if elapsed > 0 else 0.0
-        step_errors = Errors.from_sums(sums)
         if self._bar is not None:
-            self._bar.update(self._in_epoch, [("loss", step_errors.loss), ("top1_err", step_errors.top1_err),
+            epoch = Errors.from_sums(self.epoch_sums)  # means over this epoch's steps so far
+            self._bar.update(self._in_epoch, [("loss", epoch.loss), ("top1_err", epoch.top1_err),
                                               ("lr", lr), ("images/s", speed)])
         if global_step % self.log_steps == 0:
             window = Errors.from_sums(self._window)

@@ -3,9 +3,9 @@
 A step returns the global sums of :data:`STAT_NAMES` (one all-reduce), which the loop turns
 into means; counting images rather than batches makes a partial last eval batch exact.
 
-The forward and backward pass of each replica is one XLA cluster when ``jit_compile`` is on
-(Tensorpack fused nothing, but XLA is TF2's way to its speed); the gradient all-reduce and the
-update stay outside it, because XLA cannot address the other replicas' variables.
+The forward and backward pass of each replica is one XLA cluster when ``jit_compile`` is on; the
+gradient all-reduce and the update stay outside it, because a compiled cluster cannot address the
+other replicas' variables (MirroredStrategy places each copy on its own device).
 """
 from __future__ import annotations
 
