@@ -1,8 +1,19 @@
 """The paper's complexity tables (Chen et al., ICLR 2019) as data, for the profiler and the README.
 
-GFLOPs in the paper are multiply-accumulates of the convolutions (the final FC layer is not
-included: with it, 7 of the bL rows of Tables 1, 2 and 11 would be off by one in the last digit,
-without it all but one match to the printed digit). Params are trainable parameters in millions.
+GFLOPs in the paper are multiply-accumulates. For the ImageNet ResNets (Tables 1, 2, 6-8, 11) they
+are the convolutions' without the final FC layer: with it, 7 of the bL rows of Tables 1, 2 and 11
+would be off by one in the last digit; without it all but one match to the printed digit. Params
+are trainable parameters in millions.
+
+Reading of the other tables' printed numbers:
+  * Table 3's "Params (10^6)" column is in units of 10^7: ResNet-22 as Appendix B specifies it has
+    12.7M convolution weights before its 512 x 32k output layer (16.4M) alone, 30.19M in all
+    against the printed 3.02; every row matches to <= 0.2% read as 10^7. Its FLOPs include the
+    1x1 output convolution to the 32k states.
+  * Table 9 (MFLOPs) counts ShuffleNetV2's way (Ma et al.): the FC layer included. Its 4.80M for
+    bL-ShuffleNetV2 1.5x does not follow from its neighbours: the bL models add 1.3% (1x) and
+    2.7% (2x) to the baseline's parameters, 1.5x would add 37%. Ours adds 5.2% (3.68M); that
+    row's parameter count is the one Table 9 number we do not reproduce.
 """
 from __future__ import annotations
 
@@ -16,17 +27,25 @@ class PaperRow:
     mparams: float
     gflops: float
     top1_err: float | None = None
-    image_size: int = 224
+    image_size: int | None = 224  # None: a speech row (64 mel bins x 49 frames)
     options: tuple = ()  # extra create_model keyword arguments as (name, value) pairs
+    include_fc: bool = False
+    note: str = ""
 
     @property
     def kwargs(self) -> dict:
         return dict(self.options)
 
     @property
+    def input_shape(self) -> tuple:
+        from bl_net_tf.models.speech import INPUT_SHAPE
+
+        return INPUT_SHAPE if self.image_size is None else (self.image_size, self.image_size, 3)
+
+    @property
     def label(self) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in self.options)
-        size = f" @{self.image_size}" if self.image_size != 224 else ""
+        size = f" @{self.image_size}" if self.image_size not in (224, None) else ""
         return f"{self.arch}{f' ({opts})' if opts else ''}{size}"
 
 
@@ -77,6 +96,22 @@ ROWS = (
     PaperRow("8", "bl-resnet50", 26.66, 2.74, 23.48, options=_ab(2, 4, merges=2)),
     PaperRow("8", "bl-resnet50", 26.64, 2.64, 24.57, options=_ab(2, 4, merges=1)),
     PaperRow("8", "bl-resnet101", 44.44, 5.21, 21.85, options=_ab(2, 4, merges=7)),
+    # Table 3: speech acoustic models (params printed in units of 10^7; no top-1 error: WER).
+    PaperRow("3", "resnet22-speech", 30.2, 1.11, None, None, include_fc=True),
+    PaperRow("3", "bl-resnet22-speech", 31.5, 0.68, None, None, _ab(4, 1), include_fc=True),
+    PaperRow("3", "bl-resnet22-speech", 31.1, 0.66, None, None, _ab(4, 2), include_fc=True),
+    PaperRow("3", "bl-resnet22-speech", 31.0, 0.65, None, None, _ab(4, 3), include_fc=True),
+    PaperRow("3", "bl-resnet22-speech", 30.7, 0.77, None, None, _ab(2, 3), include_fc=True),
+    PaperRow("3", "bl-resnet22-speech", 31.8, 0.70, None, None, _ab(4, 1, merge="concat"), include_fc=True),
+    PaperRow("3", "bl-pyr-resnet22-speech", 33.2, 0.98, None, None, _ab(4, 1), include_fc=True),
+    # Table 9: ShuffleNetV2 at 224 and bL-ShuffleNetV2 (α=2, β=2) at 256; MFLOPs as GFLOPs.
+    PaperRow("9", "shufflenetv2-1.0x", 2.30, 0.146, 30.60, include_fc=True),
+    PaperRow("9", "shufflenetv2-1.5x", 3.51, 0.299, 28.03, include_fc=True),
+    PaperRow("9", "shufflenetv2-2.0x", 7.40, 0.588, 26.85, include_fc=True),
+    PaperRow("9", "bl-shufflenetv2-1.0x", 2.33, 0.150, 30.84, 256, _ab(2, 2), include_fc=True),
+    PaperRow("9", "bl-shufflenetv2-1.5x", 4.80, 0.298, 27.83, 256, _ab(2, 2), include_fc=True,
+             note="4.80M is inconsistent with the 1x/2x rows (see above)"),
+    PaperRow("9", "bl-shufflenetv2-2.0x", 7.60, 0.590, 26.38, 256, _ab(2, 2), include_fc=True),
 )
 
 

@@ -51,12 +51,16 @@ def count_params(model: keras.Model) -> int:
     return int(sum(math.prod(v.shape) for v in model.trainable_weights))
 
 
-def profile(arch: str, image_size: int = 224, **kwargs) -> tuple:
-    """Builds ``arch`` channels_last at ``image_size`` and returns (params, paper-style MACs)."""
+def profile(arch: str, image_size: int | None = 224, *, include_fc: bool = False, input_shape=None,
+            **kwargs) -> tuple:
+    """Builds ``arch`` channels_last and returns (params, MACs); without the FC by default, as the
+    paper's ImageNet tables count."""
     from bl_net_tf import create_model
 
-    model = create_model(arch, input_shape=(image_size, image_size, 3), data_format="channels_last", **kwargs)
-    result = count_params(model), count_macs(model, include_fc=False)
+    if input_shape is None and image_size is not None:
+        input_shape = (image_size, image_size, 3)
+    model = create_model(arch, input_shape=input_shape, data_format="channels_last", **kwargs)
+    result = count_params(model), count_macs(model, include_fc=include_fc)
     keras.backend.clear_session()
     return result
 
@@ -67,10 +71,12 @@ def _paper_report(out) -> int:
     out.write(f"{'table':6} {'model':58} {'Mparams':>8} {'paper':>7} {'diff':>7}   {'GFLOPs':>7} "
               f"{'paper':>6} {'diff':>7}\n")
     for row in ROWS:
-        params, macs = profile(row.arch, row.image_size, **row.kwargs)
+        params, macs = profile(row.arch, input_shape=row.input_shape, include_fc=row.include_fc, **row.kwargs)
         mp, gf = params / 1e6, macs / 1e9
+        digits = 3 if gf < 1 else 2
         out.write(f"{row.table:6} {row.label:58} {mp:8.2f} {row.mparams:7.2f} {_pct(mp, row.mparams):>7}   "
-                  f"{gf:7.2f} {row.gflops:6.2f} {_pct(gf, row.gflops):>7}\n")
+                  f"{gf:7.{digits}f} {row.gflops:6.{digits}f} {_pct(gf, row.gflops):>7}"
+                  f"{'  ' + row.note if row.note else ''}\n")
         out.flush()
     return 0
 
@@ -86,6 +92,8 @@ def _zoo_report(out, markdown: bool, image_size: int) -> int:
     if markdown:
         out.write("| model | params (M) | GFLOPs | paper top-1 err (%) |\n|---|---:|---:|---:|\n")
     for arch, spec in ARCHS.items():  # registry order: each baseline before its bL version
+        if spec.task != "image" or spec.family == "shufflenetv2":
+            continue  # the ImageNet ResNet zoo; speech and ShuffleNet rows are in --paper
         params, macs = profile(arch, image_size)
         err = top1_err(arch)
         name = f"{arch} (α=2, β=4)" if spec.big_little else arch
