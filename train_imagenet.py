@@ -13,23 +13,24 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TF's C++ start-up chatter
 from absl import app, flags, logging  # noqa: E402
 
 from bl_net_tf import training  # noqa: E402
-from bl_net_tf.training.flags import config_from_flags, define_flags  # noqa: E402
+from bl_net_tf.training import flags as training_flags  # noqa: E402
 
-define_flags()
+training_flags.define_flags()
+flags.adopt_module_key_flags(training_flags)  # --help lists them
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
-        config, explicit = config_from_flags(flags.FLAGS)
+        config, explicit = training_flags.config_from_flags(flags.FLAGS)
         config = training.resolve(config, explicit)
         demo = training.demo_changes(config, explicit)
         if config.demo:
             logging.info("no --data_dir: training on the demo digits with %s",
                          ", ".join(f"--{k}={v}" for k, v in demo.items()) or "your flags")
         errors = training.run(config)
-    except (ValueError, OSError, training.TrainingDiverged) as error:
+    except (ValueError, OSError, ImportError, training.TrainingDiverged) as error:
         lines = str(error).strip().splitlines() or [type(error).__name__]
         print(f"error: {lines[0]}", file=sys.stderr)
         return 1

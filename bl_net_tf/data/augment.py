@@ -1,18 +1,17 @@
 """The fbresnet training and evaluation transforms (``recipe.py``) in TF ops.
 
-Randomness is stateless: each example carries its own ``seed`` (an int64 ``[2]``
-tensor, see ``tfdata_loader.py``), so a seeded pipeline gives the same images
-whatever the parallelism. The image is float32 from the
-bicubic resize to the end and rounded to uint8 once.
+Training: Inception-style random crop (decoding only the crop of a JPEG), bicubic
+resize, the colour augmentation of ``color.py``, horizontal flip. Evaluation:
+bicubic resize of the shorter side, centre crop. Randomness is stateless: each
+example carries its own ``seed`` (an int64 ``[2]`` tensor, see
+``tfdata_loader.py``), so a seeded pipeline gives the same images whatever the
+parallelism. Images stay float32 from the resize on and are rounded to uint8 once.
 """
 import tensorflow as tf
 
 from bl_net_tf.data import recipe
+from bl_net_tf.data.color import color_jitter
 from bl_net_tf.data.decode import decode_rgb, decode_window_rgb
-
-
-def _uniform(seed, shape, low, high):
-    return tf.random.stateless_uniform(shape, seed, minval=low, maxval=high)
 
 
 def sample_crop_window(height_width: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -25,6 +24,7 @@ def sample_crop_window(height_width: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """
     hw = tf.cast(height_width, tf.float32)
     height, width = hw[0], hw[1]
+    # Per attempt: area, aspect ratio, orientation, vertical and horizontal offset.
     draws = tf.random.stateless_uniform([5, recipe.CROP_ATTEMPTS], seed)
     area = (recipe.CROP_AREA_RANGE[0]
             + (recipe.CROP_AREA_RANGE[1] - recipe.CROP_AREA_RANGE[0]) * draws[0]) * height * width
@@ -51,51 +51,6 @@ def sample_crop_window(height_width: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 def _resize_bicubic(image: tf.Tensor, size) -> tf.Tensor:
     # Float32 out; no antialiasing, like cv2.INTER_CUBIC.
     return tf.image.resize(image, size, method=tf.image.ResizeMethod.BICUBIC)
-
-
-def color_jitter(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Brightness, contrast, saturation and PCA lighting, in a random order.
-
-    ``image`` is float32 RGB in [0, 255]; the result is not clipped. Every op maps
-    a pixel ``x`` to ``a x + g grey(x) + c`` (``grey(x) = w . x`` in each channel,
-    ``c`` a colour), and such maps compose into another one because the grey
-    weights sum to 1. So the four ops, in their random order, are composed on
-    scalars first and applied to the pixels in one pass. This is the float
-    arithmetic of fb.resnet.torch; Tensorpack's uint8 version differs only by
-    clipping and truncating after each op.
-    """
-    seeds = tf.random.experimental.stateless_split(seed, 5)
-    brightness = _uniform(seeds[0], [], *recipe.BRIGHTNESS_RANGE)
-    contrast = _uniform(seeds[1], [], *recipe.CONTRAST_RANGE)
-    saturation = 1.0 + _uniform(seeds[2], [], -recipe.SATURATION_DELTA, recipe.SATURATION_DELTA)
-    alpha = tf.random.stateless_normal([3], seeds[3], stddev=recipe.LIGHTING_STD)
-    lighting = tf.linalg.matvec(recipe.PCA_EIGVEC_RGB, alpha * recipe.PCA_EIGVAL_RGB)
-
-    def grey(colour):
-        return tf.tensordot(recipe.GREY_WEIGHTS_RGB, colour, 1)
-
-    zero, no_shift = tf.constant(0.0), tf.zeros([3])
-    ops = [  # each maps the current mean colour to the op's (a, g, c)
-        lambda mean: (brightness, zero, no_shift),
-        # contrast blends with the mean grey level of the image as it is now
-        lambda mean: (contrast, zero, (1.0 - contrast) * grey(mean) * tf.ones([3])),
-        lambda mean: (saturation, 1.0 - saturation, no_shift),
-        lambda mean: (tf.constant(1.0), zero, lighting),
-    ]
-    order = tf.argsort(tf.random.stateless_uniform([len(ops)], seeds[4]))
-    a, g, c = tf.constant(1.0), zero, no_shift
-    mean = tf.reduce_mean(tf.reshape(image, [-1, 3]), axis=0)
-    for position in range(len(ops)):
-        a_k, g_k, c_k = (tf.gather(tf.stack(values), order[position])
-                         for values in zip(*(op(mean) for op in ops)))
-        # (a_k, g_k, c_k) after (a, g, c); grey(a x + g grey(x) + c) = (a + g) grey(x) + grey(c)
-        a, g, c = a_k * a, a_k * g + g_k * (a + g), a_k * c + g_k * grey(c) + c_k
-        mean = a_k * mean + g_k * grey(mean) + c_k
-    # x -> a x + g (w . x) 1 + c as one [3, 3] matrix: TF's CPU kernels are much
-    # faster at a matmul over [pixels, 3] than at broadcasting over the channel axis.
-    matrix = a * tf.eye(3) + g * tf.tensordot(tf.ones([3]), recipe.GREY_WEIGHTS_RGB, axes=0)
-    pixels = tf.linalg.matmul(tf.reshape(image, [-1, 3]), matrix, transpose_b=True)
-    return tf.reshape(tf.nn.bias_add(pixels, c), tf.shape(image))
 
 
 def _to_uint8(image: tf.Tensor) -> tf.Tensor:

@@ -4,7 +4,7 @@ scikit-learn ships the UCI handwritten digits (1,797 scanned 8x8 images of the
 digits 0-9, ``sklearn.datasets.load_digits``). ``prepare`` upscales them to 64x64
 RGB JPEGs in ``train/digit_<d>/`` and ``val/digit_<d>/``: in each class every fifth
 image (by its order in the data set) goes to val, a deterministic, stratified 80/20
-split (1,438 train, 359 val images).
+split (1,442 train and 355 val images).
 """
 import os
 import shutil

@@ -80,4 +80,5 @@ def imagenet_dataset(data_dir: str, split: str, batch_size: int, *, loader: str 
     examples = sources.examples(source, data_dir, split, shuffle=shuffle, seed=seed,
                                 input_context=input_context, label_offset=label_offset)
     return tfdata_loader.images(examples, train=train, image_size=size, batch_size=batch_size,
-                                drop_remainder=drop_remainder, seed=seed, skipped=skipped)
+                                drop_remainder=drop_remainder, seed=seed,
+                                deterministic=seed is not None or not shuffle, skipped=skipped)

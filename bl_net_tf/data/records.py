@@ -59,7 +59,7 @@ def examples(shards: list, *, shuffle: bool, seed, input_context, label_offset: 
         return tf.data.TFRecordDataset(path).map(lambda record: (path, record))
 
     records = files.interleave(read, cycle_length=INTERLEAVE_CYCLE,
-                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+                               num_parallel_calls=tf.data.AUTOTUNE)
     if input_context is not None and not by_file:
         records = records.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     if shuffle:

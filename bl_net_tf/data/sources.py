@@ -48,7 +48,7 @@ def _folder_examples(data_dir, split, *, shuffle, seed, input_context):
         # File names are small: shuffle all of them, before any image is read.
         files = files.shuffle(len(images.paths), seed=seed, reshuffle_each_iteration=True)
     return files.map(lambda path, label: (path, tf.io.read_file(path), label),
-                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+                     num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def examples(source: Source, data_dir: str, split: str, *, shuffle: bool, seed,

@@ -24,12 +24,16 @@ def _verifier(skipped: SkippedFiles):
 
 
 def images(examples: tf.data.Dataset, *, train: bool, image_size: int, batch_size: int,
-           drop_remainder: bool, seed, skipped: SkippedFiles) -> tf.data.Dataset:
+           drop_remainder: bool, seed, deterministic: bool,
+           skipped: SkippedFiles) -> tf.data.Dataset:
     """Batches ``(uint8 [B, S, S, 3] RGB, int32 [B])`` from ``(name, encoded, label)``.
 
     ``train`` selects the random fbresnet augmentation at ``image_size``, else the
-    centre crop of ``image_size``. With a ``seed`` the augmentation and the order
-    are reproducible; each new iteration (epoch) still draws new augmentations.
+    centre crop of ``image_size``. With a ``seed`` the augmentation is reproducible;
+    each new iteration (epoch) still draws new augmentations. ``deterministic``
+    keeps the order of ``examples`` through the whole pipeline (for the sources'
+    parallel reads too); without it, an image that is slow to read does not hold
+    up the ones behind it.
     """
     verify = _verifier(skipped)
 
@@ -49,19 +53,23 @@ def images(examples: tf.data.Dataset, *, train: bool, image_size: int, batch_siz
                         lambda: tf.zeros([image_size, image_size, 3], tf.uint8))
         return image, label, readable
 
-    deterministic = seed is not None or not train
     # One independent seed pair per example; a new sequence in every epoch.
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     dataset = tf.data.Dataset.zip(examples, seeds).map(
         lambda example, seed_pair: load(*example, seed_pair),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+        num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.filter(lambda image, label, readable: readable)
     dataset = dataset.map(lambda image, label, readable: (image, label))
     dataset = dataset.ignore_errors(log_warning=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder,
-                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+                            num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.map(_check_labels)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    # Parallelism comes from processing many images at once; a thread pool inside
+    # each op only adds synchronisation (the usual setting for input pipelines).
+    options.threading.max_intra_op_parallelism = 1
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def _check_labels(images, labels):

@@ -13,5 +13,5 @@ from bl_net_tf.training.config import DEMO_DEFAULTS, TrainConfig, demo_changes, 
 from bl_net_tf.training.loop import TrainingDiverged, build, evaluate, run, train
 from bl_net_tf.training.progress import Errors, parse_eval_line
 
-__all__ = ["DEMO_DEFAULTS", "Errors", "TrainConfig", "TrainingDiverged", "build", "demo_changes", "evaluate", "parse_eval_line",
-           "resolve", "run", "train"]
+__all__ = ["DEMO_DEFAULTS", "Errors", "TrainConfig", "TrainingDiverged", "build", "demo_changes", "evaluate",
+           "parse_eval_line", "resolve", "run", "train"]

@@ -1,0 +1,116 @@
+"""Listing ImageNet folders (both val layouts) and telling the sources apart."""
+import logging
+import os
+
+import pytest
+import tensorflow as tf
+
+from bl_net_tf.data import folder, sources
+
+WNIDS = ["n01440764", "n01443537", "n01484850"]
+
+
+def _touch(path, data=b"x"):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+@pytest.fixture()
+def pytorch_layout(tmp_path):
+    for label, wnid in enumerate(reversed(WNIDS)):  # created out of order on purpose
+        for i in range(3):
+            _touch(tmp_path / "train" / wnid / f"{wnid}_{i}.JPEG")
+        _touch(tmp_path / "val" / wnid / f"ILSVRC2012_val_{label:08d}.JPEG")
+    _touch(tmp_path / "train" / WNIDS[0] / "notes.txt")
+    _touch(tmp_path / "train" / WNIDS[0] / ".hidden.JPEG")
+    return tmp_path
+
+
+def test_labels_follow_sorted_wnids(pytorch_layout):
+    train = folder.list_images(str(pytorch_layout), "train")
+    assert train.class_names == WNIDS
+    assert len(train.paths) == 9  # notes.txt and hidden files are not images
+    for path, label in zip(train.paths, train.labels):
+        assert os.path.basename(os.path.dirname(path)) == WNIDS[label]
+    assert train.paths == sorted(train.paths)
+    val = folder.list_images(str(pytorch_layout), "val")
+    assert val.labels == [0, 1, 2]
+
+
+@pytest.mark.parametrize("list_in_val", [False, True])
+def test_flat_val_with_val_txt(pytorch_layout, list_in_val):
+    flat = pytorch_layout / "flat"
+    for wnid in WNIDS:
+        _touch(flat / "train" / wnid / f"{wnid}_0.JPEG")
+    lines = "ILSVRC2012_val_00000001.JPEG 2\nILSVRC2012_val_00000002.JPEG 0\n"
+    for name in ("ILSVRC2012_val_00000001.JPEG", "ILSVRC2012_val_00000002.JPEG"):
+        _touch(flat / "val" / name)
+    _touch(flat / ("val/val.txt" if list_in_val else "val.txt"), lines.encode())
+    val = folder.list_images(str(flat), "val")
+    assert [os.path.basename(p) for p in val.paths] == ["ILSVRC2012_val_00000001.JPEG",
+                                                         "ILSVRC2012_val_00000002.JPEG"]
+    assert val.labels == [2, 0]
+
+
+def test_flat_val_without_train_takes_classes_from_synsets(tmp_path):
+    _touch(tmp_path / "val" / "a.JPEG")
+    _touch(tmp_path / "val.txt", b"a.JPEG 1\n")
+    _touch(tmp_path / "synsets.txt", ("\n".join(WNIDS) + "\n").encode())
+    assert folder.list_images(str(tmp_path), "val").labels == [1]
+
+
+def test_bad_val_txt_line_is_named(pytorch_layout):
+    _touch(pytorch_layout / "val.txt", b"a.JPEG 1\nb.JPEG 1000\n")
+    flat_val = pytorch_layout / "val"
+    for wnid in WNIDS:
+        for name in os.listdir(flat_val / wnid):
+            os.replace(flat_val / wnid / name, flat_val / name)
+        os.rmdir(flat_val / wnid)
+    with pytest.raises(ValueError, match=r"val.txt:2: expected '<file name> <label>'"):
+        folder.list_images(str(pytorch_layout), "val")
+
+
+def test_val_class_missing_from_train_is_an_error(pytorch_layout):
+    _touch(pytorch_layout / "val" / "n99999999" / "x.JPEG")
+    with pytest.raises(ValueError, match="n99999999 is not among the 3 classes"):
+        folder.list_images(str(pytorch_layout), "val")
+
+
+def test_shards_are_disjoint_and_complete(pytorch_layout):
+    images = folder.list_images(str(pytorch_layout), "train")
+    shards = [folder.list_images(str(pytorch_layout), "train",
+                                 tf.distribute.InputContext(4, i, 1)) for i in range(4)]
+    names = [p for shard in shards for p in shard.paths]
+    assert sorted(names) == sorted(images.paths) and len(set(names)) == len(names)
+    with pytest.raises(ValueError, match="Input pipeline 9 of 10 has no train image"):
+        folder.list_images(str(pytorch_layout), "train", tf.distribute.InputContext(10, 9, 1))
+
+
+def test_empty_split_is_an_error(tmp_path):
+    os.makedirs(tmp_path / "train" / WNIDS[0])
+    with pytest.raises(ValueError, match="No images in .*train"):
+        folder.list_images(str(tmp_path), "train")
+    with pytest.raises(ValueError, match="No val/ folder"):
+        folder.list_images(str(tmp_path), "val")
+
+
+def test_sources_are_detected_and_logged(pytorch_layout, tmp_path_factory, caplog):
+    caplog.set_level(logging.INFO)
+    assert sources.detect(str(pytorch_layout)) is sources.Source.FOLDER
+    assert "ImageNet image folder" in caplog.text
+    shards = tmp_path_factory.mktemp("records")
+    _touch(shards / "validation-00000-of-00001")
+    assert sources.detect(str(shards)) is sources.Source.TFRECORD
+    prepared = tmp_path_factory.mktemp("tfds")
+    _touch(prepared / "imagenet2012" / "5.0.0" / "dataset_info.json", b'{"name": "imagenet2012"}')
+    _touch(prepared / "imagenet2012" / "5.1.0" / "dataset_info.json", b'{"name": "imagenet2012"}')
+    assert sources.detect(str(prepared)) is sources.Source.TFDS
+    assert sources.tfds_source.find_prepared(str(prepared)).endswith("5.1.0")
+
+
+def test_missing_or_foreign_data_dir_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        sources.detect(str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match="holds no ImageNet data; expected train/<wnid>"):
+        sources.detect(str(tmp_path))

@@ -1,0 +1,283 @@
+"""Both loaders on real photographs in ImageNet's layouts, with ImageNet's bad files.
+
+The folder holds, next to JPEG photographs, a PNG named .JPEG, a CMYK JPEG and a
+grayscale JPEG (all readable) and a truncated JPEG and an empty file (skipped).
+The same images are also written as TFRecord shards and as a prepared TFDS
+imagenet2012.
+"""
+import hashlib
+import io
+import logging
+import os
+
+import numpy as np
+import pytest
+import skimage.data
+import tensorflow as tf
+from PIL import Image
+
+from bl_net_tf.data import SkippedFiles, benchmark, imagenet_dataset
+
+PHOTOS = {"n01440764": "astronaut", "n02123045": "chelsea", "n07920052": "coffee"}
+SIZE = 32  # training crop and evaluation size
+TRAIN_PHOTOS, VAL_PHOTOS = 4, 2
+# (file name, class index, kind): odd but readable files, then the bad ones.
+ODD_FILES = [("odd_png.JPEG", 0, "png"), ("odd_cmyk.JPEG", 1, "cmyk"),
+             ("odd_grey.JPEG", 2, "grey")]
+BAD_FILES = [("bad_truncated.JPEG", 1, "truncated"), ("bad_empty.JPEG", 2, "empty")]
+
+
+def _encoded(photo: np.ndarray, kind: str) -> bytes:
+    image = Image.fromarray(photo)
+    buffer = io.BytesIO()
+    if kind == "png":
+        image.save(buffer, "PNG")
+    elif kind == "cmyk":
+        image.convert("CMYK").save(buffer, "JPEG", quality=90)
+    elif kind == "grey":
+        image.convert("L").save(buffer, "JPEG", quality=90)
+    else:
+        image.save(buffer, "JPEG", quality=90)
+    data = buffer.getvalue()
+    return {"truncated": data[: len(data) // 2], "empty": b""}.get(kind, data)
+
+
+def _view(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random 75% crop of ``photo``, resized to a small 48x64 or 64x48 picture."""
+    h, w = photo.shape[:2]
+    ch, cw = int(h * 0.75), int(w * 0.75)
+    y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    size = (64, 48) if rng.uniform() < 0.75 else (48, 64)
+    return np.asarray(Image.fromarray(photo[y:y + ch, x:x + cw]).resize(size, Image.BICUBIC))
+
+
+def _write(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+@pytest.fixture(scope="module")
+def imagenet(tmp_path_factory):
+    """An ImageNet folder; returns (root, {split: [(path, label), ...] readable files})."""
+    root = str(tmp_path_factory.mktemp("imagenet"))
+    rng = np.random.default_rng(0)
+    wnids = sorted(PHOTOS)
+    photos = [getattr(skimage.data, PHOTOS[w])() for w in wnids]
+    readable = {"train": [], "val": []}
+    for split, count in (("train", TRAIN_PHOTOS), ("val", VAL_PHOTOS)):
+        files = [(f"{wnids[c]}_{i}.JPEG", c, "jpeg") for c in range(3) for i in range(count)]
+        for name, label, kind in files + ODD_FILES + BAD_FILES:
+            path = os.path.join(root, split, wnids[label], name)
+            _write(path, _encoded(_view(photos[label], rng), kind))
+            if not name.startswith("bad_"):
+                readable[split].append((path, label))
+        readable[split].sort()
+    return root, readable
+
+
+def _bad_paths(root, split):
+    return sorted(os.path.join(root, split, sorted(PHOTOS)[c], n) for n, c, _ in BAD_FILES)
+
+
+def _epoch(dataset):
+    images, labels = [], []
+    for batch_images, batch_labels in dataset:
+        assert batch_images.dtype == tf.uint8 and batch_labels.dtype == tf.int32
+        assert batch_images.shape[1:] == (SIZE, SIZE, 3)
+        images.append(batch_images.numpy())
+        labels.append(batch_labels.numpy())
+    return np.concatenate(images), np.concatenate(labels)
+
+
+@pytest.fixture(scope="module")
+def val_tfdata(imagenet):
+    root, _ = imagenet
+    skipped = SkippedFiles()
+    dataset = imagenet_dataset(root, "validation", 4, image_size=SIZE, skipped=skipped)
+    return _epoch(dataset), _epoch(dataset), skipped
+
+
+@pytest.fixture(scope="module")
+def val_tensorpack(imagenet):
+    root, _ = imagenet
+    skipped = SkippedFiles()
+    dataset = imagenet_dataset(root, "val", 4, loader="tensorpack", image_size=SIZE,
+                               skipped=skipped)
+    return _epoch(dataset), _epoch(dataset), skipped
+
+
+@pytest.mark.parametrize("loader", ["tfdata", "tensorpack"])
+def test_val_is_complete_deterministic_and_skips_bad_files(
+        imagenet, val_tfdata, val_tensorpack, loader):
+    root, readable = imagenet
+    first, second, skipped = val_tfdata if loader == "tfdata" else val_tensorpack
+    assert list(first[1]) == [label for _, label in readable["val"]]
+    np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_array_equal(first[1], second[1])
+    # Two epochs, each skipping and naming both bad files.
+    assert skipped.count == 4
+    assert sorted(set(skipped.names)) == _bad_paths(root, "val")
+
+
+def test_loaders_agree_on_eval_images(val_tfdata, val_tensorpack):
+    (ours, _), _, _ = val_tfdata
+    (theirs, _), _, _ = val_tensorpack
+    differences = np.abs(ours.astype(float) - theirs.astype(float)).mean(axis=(1, 2, 3))
+    assert differences.max() < 4.0
+
+
+def test_odd_files_come_out_as_rgb(imagenet, val_tfdata):
+    _, readable = imagenet
+    (images, _), _, _ = val_tfdata
+    paths = [path for path, _ in readable["val"]]
+    grey = images[paths.index(next(p for p in paths if p.endswith("odd_grey.JPEG")))]
+    assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()
+    for odd in ("odd_png.JPEG", "odd_cmyk.JPEG"):
+        colour = images[paths.index(next(p for p in paths if p.endswith(odd)))]
+        assert np.abs(colour[..., 0].astype(int) - colour[..., 2]).mean() > 5
+
+
+def test_skipped_files_are_logged_by_name(imagenet, caplog):
+    root, _ = imagenet
+    caplog.set_level(logging.WARNING)
+    list(imagenet_dataset(root, "val", 16, image_size=SIZE))
+    for path in _bad_paths(root, "val"):
+        assert path in caplog.text
+    assert "JPEG without end-of-image marker" in caplog.text and "empty file" in caplog.text
+
+
+def test_tfdata_train_epoch(imagenet):
+    root, readable = imagenet
+    skipped = SkippedFiles()
+    dataset = imagenet_dataset(root, "train", 4, image_size=SIZE, seed=1, skipped=skipped)
+    images, labels = _epoch(dataset)
+    full_batches = len(readable["train"]) // 4 * 4
+    assert len(labels) == full_batches  # drop_remainder for training
+    assert sorted(labels) != list(labels)  # shuffled
+    assert set(labels) == {0, 1, 2}
+    assert skipped.count == 2
+    # Reproducible from the seed, with new augmentations in every epoch.
+    again, _ = _epoch(imagenet_dataset(root, "train", 4, image_size=SIZE, seed=1))
+    np.testing.assert_array_equal(images, again)
+    next_epoch, _ = _epoch(dataset)
+    assert np.any(images != next_epoch)
+
+
+def test_tensorpack_train_batches(imagenet):
+    root, readable = imagenet
+    skipped = SkippedFiles()
+    dataset = imagenet_dataset(root, "train", 4, loader="tensorpack", image_size=SIZE,
+                               skipped=skipped)
+    assert dataset.element_spec[0].shape == (4, SIZE, SIZE, 3)
+    batches = list(dataset.repeat().take(8))
+    for images, labels in batches:
+        assert images.dtype == tf.uint8 and images.shape == (4, SIZE, SIZE, 3)
+        assert labels.dtype == tf.int32 and set(labels.numpy()) <= {0, 1, 2}
+    # 32 images from two workers: one of them went once through all 17 files.
+    assert skipped.count >= 2
+    assert len(readable["train"]) == 15
+
+
+def _digest(image):
+    return hashlib.sha1(image.tobytes()).hexdigest()
+
+
+def test_input_pipelines_read_disjoint_shards(imagenet, val_tfdata):
+    root, _ = imagenet
+    (everything, _), _, _ = val_tfdata
+    shards = [_epoch(imagenet_dataset(root, "val", 4, image_size=SIZE,
+                                      input_context=tf.distribute.InputContext(2, i, 1)))[0]
+              for i in range(2)]
+    seen = [_digest(image) for shard in shards for image in shard]
+    assert len(seen) == len(set(seen)) == len(everything)
+    assert set(seen) == {_digest(image) for image in everything}
+
+
+def _example(data: bytes, label: int, name: str) -> bytes:
+    feature = {
+        "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[data])),
+        "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+        "image/filename": tf.train.Feature(bytes_list=tf.train.BytesList(value=[name.encode()])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def _write_shards(root, out, *, label_base):
+    """The val split as Inception-style shards, bad files included."""
+    files = sorted((os.path.join(d, f), sorted(PHOTOS).index(os.path.basename(d)))
+                   for d, _, names in os.walk(os.path.join(root, "val")) for f in names)
+    os.makedirs(out, exist_ok=True)
+    with tf.io.TFRecordWriter(os.path.join(out, "validation-00000-of-00001")) as writer:
+        for path, label in files:
+            with open(path, "rb") as f:
+                writer.write(_example(f.read(), label + label_base, os.path.basename(path)))
+    return out
+
+
+def test_tfrecord_shards(imagenet, val_tfdata, tmp_path):
+    root, readable = imagenet
+    (expected_images, expected_labels), _, _ = val_tfdata
+    shards = _write_shards(root, str(tmp_path / "one_based"), label_base=1)
+    skipped = SkippedFiles()
+    images, labels = _epoch(imagenet_dataset(shards, "val", 4, image_size=SIZE,
+                                             skipped=skipped))
+    np.testing.assert_array_equal(labels, expected_labels)
+    np.testing.assert_array_equal(images, expected_images)
+    assert sorted(skipped.names) == [
+        os.path.join(shards, "validation-00000-of-00001") + ":" + name
+        for name in ("bad_empty.JPEG", "bad_truncated.JPEG")]
+    zero_based = _write_shards(root, str(tmp_path / "zero_based"), label_base=0)
+    _, labels = _epoch(imagenet_dataset(zero_based, "val", 4, image_size=SIZE, label_offset=0))
+    np.testing.assert_array_equal(labels, expected_labels)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="need label_offset=0"):
+        _epoch(imagenet_dataset(zero_based, "val", 4, image_size=SIZE))
+
+
+def test_prepared_tfds_imagenet2012(imagenet, tmp_path):
+    import tensorflow_datasets as tfds
+
+    _, readable = imagenet
+    images = [np.asarray(Image.open(path).convert("RGB").resize((48, 64))) for path, _ in
+              readable["val"]]
+    examples = {"image": np.stack(images), "label": [label for _, label in readable["val"]],
+                "file_name": [os.path.basename(path) for path, _ in readable["val"]]}
+    features = tfds.features.FeaturesDict({
+        "image": tfds.features.Image(encoding_format="jpeg"),
+        "label": tfds.features.ClassLabel(num_classes=len(PHOTOS)),
+        "file_name": tfds.features.Text()})
+    split = tf.data.Dataset.from_tensor_slices(examples)
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name="imagenet2012", version="5.1.0", features=features, data_dir=str(tmp_path),
+        split_datasets={"train": split, "validation": split})
+    _, labels = _epoch(imagenet_dataset(str(tmp_path), "val", 4, image_size=SIZE))
+    assert sorted(labels) == sorted(examples["label"])
+    images, labels = _epoch(imagenet_dataset(str(tmp_path), "train", 4, image_size=SIZE))
+    assert len(labels) == len(examples["label"]) // 4 * 4
+
+
+@pytest.mark.parametrize("args, kwargs, message", [
+    (("/no/such/dir", "train", 4), {}, "does not exist"),
+    ((None, "test", 4), {}, "Unknown split 'test'; allowed: train, val, validation"),
+    ((None, "train", 4), {"loader": "torch"}, "Unknown loader 'torch'; allowed: tfdata, tensorpack"),
+    ((None, "train", 0), {}, "batch_size must be a positive integer"),
+    ((None, "train", 4), {"label_offset": 1}, "label_offset applies to TFRecord shards only"),
+])
+def test_bad_arguments_raise_one_clear_line(imagenet, args, kwargs, message):
+    root, _ = imagenet
+    args = (root if args[0] is None else args[0],) + args[1:]
+    with pytest.raises(ValueError, match=message):
+        imagenet_dataset(*args, **kwargs)
+
+
+def test_tensorpack_loader_reads_folders_only(imagenet, tmp_path):
+    shards = _write_shards(imagenet[0], str(tmp_path), label_base=1)
+    with pytest.raises(ValueError, match="loader='tensorpack' reads image folders only"):
+        imagenet_dataset(shards, "val", 4, loader="tensorpack")
+
+
+def test_benchmark_prints_images_per_second(imagenet, capsys):
+    benchmark.main(["--data_dir", imagenet[0], "--split", "val", "--batch_size", "4",
+                    "--batches", "2", "--warmup", "1", "--runs", "2", "--image_size", "32"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("tfdata val:") and "images/s (median of 2" in lines[-1]
