@@ -5,7 +5,7 @@ import os
 import pytest
 import tensorflow as tf
 
-from bl_net_tf.data import folder, sources
+from bl_net_tf.data import folder, imagenet_dataset, sources
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]
 
@@ -87,10 +87,11 @@ def test_shards_are_disjoint_and_complete(pytorch_layout):
         folder.list_images(str(pytorch_layout), "train", tf.distribute.InputContext(10, 9, 1))
 
 
-def test_empty_split_is_an_error(tmp_path):
+@pytest.mark.parametrize("loader", ["tfdata", "tensorpack"])
+def test_empty_split_is_an_error(tmp_path, loader):
     os.makedirs(tmp_path / "train" / WNIDS[0])
     with pytest.raises(ValueError, match="No images in .*train"):
-        folder.list_images(str(tmp_path), "train")
+        imagenet_dataset(str(tmp_path), "train", 4, loader=loader)
     with pytest.raises(ValueError, match="No val/ folder"):
         folder.list_images(str(tmp_path), "val")
 

@@ -100,7 +100,8 @@ def test_auto_picks_a_grouped_kernel_on_this_machine():
 
 
 def test_count_macs_counts_it_as_a_grouped_conv():
-    model = keras.Sequential([keras.Input((9, 9, IN_CHANNELS)), GroupedConv2D(FILTERS, 3, groups=GROUPS, padding="same")])
+    model = keras.Sequential([keras.Input((9, 9, IN_CHANNELS)),
+                              GroupedConv2D(FILTERS, 3, groups=GROUPS, padding="same")])
     assert profile.count_macs(model) == 9 * 9 * FILTERS * 3 * 3 * (IN_CHANNELS // GROUPS)
     assert profile.count_params(model) == 3 * 3 * (IN_CHANNELS // GROUPS) * FILTERS + FILTERS
 

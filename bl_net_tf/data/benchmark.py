@@ -5,9 +5,12 @@
 
 Pulls ``--warmup`` batches first (start-up, worker processes, autotuning), then
 times ``--runs`` windows of ``--batches`` batches each and prints the images/s of
-each window and their median.
+each window and their median. It also prints the CPU time spent per image by
+this process and its worker processes, which, unlike images/s, does not depend
+on what else the machine is running.
 """
 import argparse
+import dataclasses
 import os
 import statistics
 import time
@@ -17,19 +20,42 @@ from tqdm import tqdm
 from bl_net_tf.data.imagenet import LOADERS, SPLITS, imagenet_dataset
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its live child processes (psutil, if installed)."""
+    total = time.process_time()
+    try:
+        import psutil
+    except ImportError:  # then the Tensorpack workers are not counted
+        return total
+    for child in psutil.Process().children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+@dataclasses.dataclass
+class Run:
+    images_per_second: float
+    cpu_ms_per_image: float
+
+
 def measure(dataset, *, batches: int, warmup: int, runs: int) -> list:
-    """Images/s of ``runs`` windows of ``batches`` batches, after ``warmup`` batches."""
+    """A :class:`Run` for each of ``runs`` windows of ``batches`` batches, after ``warmup``."""
     iterator = iter(dataset.repeat())
     for _ in tqdm(range(warmup), desc="warm-up", leave=False):
         next(iterator)
-    rates = []
+    results = []
     for run in range(runs):
         images = 0
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), cpu_seconds()
         for _ in tqdm(range(batches), desc=f"run {run + 1}/{runs}", unit="batch", leave=False):
             images += int(next(iterator)[1].shape[0])
-        rates.append(images / (time.perf_counter() - start))
-    return rates
+        elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
+        results.append(Run(images / elapsed, 1000.0 * cpu / images))
+    return results
 
 
 def main(argv=None) -> None:
@@ -46,11 +72,14 @@ def main(argv=None) -> None:
 
     dataset = imagenet_dataset(args.data_dir, args.split, args.batch_size, loader=args.loader,
                                image_size=args.image_size)
-    rates = measure(dataset, batches=args.batches, warmup=args.warmup, runs=args.runs)
-    for run, rate in enumerate(rates, 1):
-        print(f"run {run}: {rate:.1f} images/s")
-    print(f"{args.loader} {args.split}: {statistics.median(rates):.1f} images/s "
-          f"(median of {len(rates)}, batch {args.batch_size}, {args.image_size}px, "
+    results = measure(dataset, batches=args.batches, warmup=args.warmup, runs=args.runs)
+    for number, result in enumerate(results, 1):
+        print(f"run {number}: {result.images_per_second:.1f} images/s, "
+              f"{result.cpu_ms_per_image:.2f} ms CPU per image")
+    print(f"{args.loader} {args.split}: "
+          f"{statistics.median(r.images_per_second for r in results):.1f} images/s, "
+          f"{statistics.median(r.cpu_ms_per_image for r in results):.2f} ms CPU per image "
+          f"(median of {len(results)}, batch {args.batch_size}, {args.image_size}px, "
           f"{len(os.sched_getaffinity(0))} CPUs)")
 
 

@@ -1,4 +1,6 @@
 """``imagenet_dataset``: the one entry point of the ImageNet input pipelines."""
+import numbers
+
 import tensorflow as tf
 
 from bl_net_tf.data import folder, sources, tensorpack_loader, tfdata_loader
@@ -9,7 +11,7 @@ LOADERS = ("tfdata", "tensorpack")
 
 
 def _positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 
 
@@ -61,7 +63,8 @@ def imagenet_dataset(data_dir: str, split: str, batch_size: int, *, loader: str 
     train = split == "train"
     shuffle = train if shuffle is None else shuffle
     drop_remainder = train if drop_remainder is None else drop_remainder
-    size = image_size if train or eval_image_size is None else eval_image_size
+    size = int(image_size if train or eval_image_size is None else eval_image_size)
+    batch_size = int(batch_size)
     skipped = SkippedFiles() if skipped is None else skipped
 
     source = sources.detect(data_dir)

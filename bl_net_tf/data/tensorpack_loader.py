@@ -11,11 +11,15 @@ Differences from the tf.data loader, inherited from Tensorpack: only the image
 folder layout is read; in training every worker process shuffles the whole list on
 its own, so an "epoch" is ``len(list)`` images drawn from the workers' streams
 rather than each image exactly once, and ``seed`` does not make it reproducible.
-``ILSVRCMeta`` would download Caffe's metadata when it finds none, so the lists
-it needs are written to a temporary directory here instead.
+The training workers are forked when the dataset is created and end with the
+process (or with the thread that created the dataset). ``ILSVRCMeta`` would
+download Caffe's metadata when it finds none, so the lists it needs are written
+to a temporary directory here instead.
 """
+import ctypes
 import os
 import queue
+import signal
 import tempfile
 import threading
 
@@ -25,6 +29,8 @@ import tensorflow as tf
 from bl_net_tf.data import integrity, recipe
 from bl_net_tf.data.folder import ImageList
 from bl_net_tf.data.skipped import SkippedFiles
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def fbresnet_augmentors(train: bool, image_size: int) -> list:
@@ -58,6 +64,24 @@ def fbresnet_augmentors(train: bool, image_size: int) -> list:
     ]
 
 
+def _setup_worker(parent_pid: int) -> None:
+    """Settings for a worker process, on its first image."""
+    import cv2
+
+    # One OpenCV thread per worker: the workers already use every core, and a
+    # thread pool in each would only make them wait on each other.
+    cv2.setNumThreads(1)
+    # End with the parent, even if it dies without cleaning up: Tensorpack asks the
+    # kernel for that only when python-prctl is installed, and an orphaned worker
+    # blocks forever in a send while holding the parent's stdout open.
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux
+        return
+    if os.getppid() != parent_pid:
+        os._exit(0)  # the parent ended before the request was made
+
+
 class DecodeBGR:
     """``MapData`` function: ``[path, label]`` -> ``[BGR image, label]``, None if unreadable.
 
@@ -74,9 +98,7 @@ class DecodeBGR:
         import cv2
 
         if not self.worker_ready and os.getpid() != self.parent_pid:
-            # One OpenCV thread per worker process: the workers already use every
-            # core, and a thread pool in each would only make them wait on each other.
-            cv2.setNumThreads(1)
+            _setup_worker(self.parent_pid)
             self.worker_ready = True
         path, label = datapoint
         try:
@@ -149,11 +171,15 @@ class _WorkerBatches:
         self.thread = None
 
     def _produce(self):
+        from tensorpack.dataflow import DataFlowTerminated
+
         try:
             while True:
                 for batch in _rgb_batches(self.dataflow):
                     self.queue.put(batch)
                 self.queue.put(self._END)
+        except DataFlowTerminated:  # the workers were ended, at exit
+            return
         except Exception as error:  # handed to the consumer, which raises it
             self.queue.put(error)
 

@@ -4,8 +4,9 @@ Keras 3 runs every grouped convolution through an XLA-compiled ``tf.nn.convoluti
 TensorFlow backend (``keras/src/backend/tensorflow/nn.py``: "grouped convolutions are broken on CPU
 without XLA"), and XLA's CPU grouped convolution is slow: about 2 GFLOP/s for ResNeXt's 3x3, 32
 groups on a 2-core Xeon, against about 200 GFLOP/s for a dense 3x3. TensorFlow's oneDNN CPU kernels
-(on by default on x86 Linux) compute grouped convolutions and their gradients natively, 5-20x faster
-than XLA there; without oneDNN the plain CPU kernels have no grouped gradient at all.
+(on by default on x86 Linux) compute grouped convolutions and their gradients natively: over
+bL-ResNeXt-50's grouped convs, 12x XLA's speed forward and over 100x for a training step (XLA's CPU
+backward is slower still); without oneDNN the plain CPU kernels have no grouped gradient at all.
 
 :class:`Conv2D` here is a ``keras.layers.Conv2D`` with the same ``build``, so the same variable
 (``kernel``, shape ``(kh, kw, in/groups, out)``), the same layer name and the same parameter count:
