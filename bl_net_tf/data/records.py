@@ -56,12 +56,15 @@ def examples(shards: list, *, shuffle: bool, seed, input_context, label_offset: 
         files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True)
 
     def read(path):
-        return tf.data.TFRecordDataset(path).map(lambda record: (path, record))
+        records = tf.data.TFRecordDataset(path)
+        if input_context is not None and not by_file:
+            # Every n-th record of each shard: disjoint whatever order the shards come in.
+            records = records.shard(input_context.num_input_pipelines,
+                                    input_context.input_pipeline_id)
+        return records.map(lambda record: (path, record))
 
     records = files.interleave(read, cycle_length=INTERLEAVE_CYCLE,
                                num_parallel_calls=tf.data.AUTOTUNE)
-    if input_context is not None and not by_file:
-        records = records.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     if shuffle:
         records = records.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
 

@@ -16,6 +16,7 @@ process (or with the thread that created the dataset). ``ILSVRCMeta`` would
 download Caffe's metadata when it finds none, so the lists it needs are written
 to a temporary directory here instead.
 """
+import atexit
 import ctypes
 import os
 import queue
@@ -168,7 +169,21 @@ class _WorkerBatches:
         self.dataflow = dataflow
         self.dataflow.reset_state()
         self.queue = queue.Queue(queue_size)
+        self.stopping = threading.Event()
         self.thread = None
+        # Tensorpack closes its ZMQ socket in an exit handler; closing it while this
+        # thread waits on it crashed or hung the process at exit (seen here). Exit
+        # handlers run last-registered first, so this stops the thread before that.
+        atexit.register(self._stop)
+
+    def _put(self, item) -> bool:
+        while not self.stopping.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def _produce(self):
         from tensorpack.dataflow import DataFlowTerminated
@@ -176,12 +191,20 @@ class _WorkerBatches:
         try:
             while True:
                 for batch in _rgb_batches(self.dataflow):
-                    self.queue.put(batch)
-                self.queue.put(self._END)
-        except DataFlowTerminated:  # the workers were ended, at exit
+                    if not self._put(batch):
+                        return
+                if not self._put(self._END):
+                    return
+        except DataFlowTerminated:  # the workers were ended
             return
         except Exception as error:  # handed to the consumer, which raises it
-            self.queue.put(error)
+            self._put(error)
+
+    def _stop(self):
+        self.stopping.set()
+        if self.thread is not None:
+            # The workers still run, so a pending receive completes soon.
+            self.thread.join(timeout=30)
 
     def __call__(self):
         if self.thread is None:
