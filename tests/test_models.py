@@ -7,7 +7,7 @@ import pytest
 
 import bl_net_tf
 from bl_net_tf.models.layers import ResizeLike
-from bl_net_tf.profile import count_macs, count_params
+from bl_net_tf.profile import count_macs, count_params, profile
 
 # (arch, alpha, beta, image size, Mparams, GFLOPs) copied from the paper's Tables 1, 11 and 2.
 # The official release reproduces each of these to the printed digit, and so must we.
@@ -58,16 +58,9 @@ KERAS_AUTO_NAME = re.compile(r"(conv2d|batch_normalization|re_lu|add|multiply|de
                              r"(global_)?(average|max)_pooling2d|permute|input_layer)(_\d+)?")
 
 
-def _profile(arch, size, **kwargs):
-    model = bl_net_tf.create_model(arch, input_shape=(size, size, 3), data_format="channels_last", **kwargs)
-    result = count_params(model), count_macs(model, include_fc=False)
-    keras.backend.clear_session()
-    return result
-
-
 @pytest.mark.parametrize("arch,alpha,beta,size,mparams,gflops", PAPER_BL_ROWS)
 def test_bl_rows_match_the_paper_to_the_printed_digit(arch, alpha, beta, size, mparams, gflops):
-    params, macs = _profile(arch, size, alpha=alpha, beta=beta)
+    params, macs = profile(arch, size, alpha=alpha, beta=beta)
     assert round(params / 1e6, 2) == mparams
     tolerance = PAPER_FLOP_OUTLIERS.get((arch, alpha, beta, size))
     if tolerance is None:
@@ -78,7 +71,7 @@ def test_bl_rows_match_the_paper_to_the_printed_digit(arch, alpha, beta, size, m
 
 @pytest.mark.parametrize("arch,size,mparams,gflops", PAPER_BASELINE_ROWS)
 def test_baselines_and_lowres_within_one_percent(arch, size, mparams, gflops):
-    params, macs = _profile(arch, size)
+    params, macs = profile(arch, size)
     assert abs(params / 1e6 - mparams) / mparams < 0.01
     assert abs(macs / 1e9 - gflops) / gflops < 0.01
 
