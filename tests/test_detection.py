@@ -1,4 +1,4 @@
-"""features_only backbones for detection (Appendix A.6): strides, channels, dynamic sizes, the FPN doc."""
+"""features_only backbones for detection (Appendix A.6): strides, channels, dynamic sizes, the README's FPN example."""
 import os
 import re
 
@@ -8,7 +8,7 @@ import pytest
 
 import bl_net_tf
 
-DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "detection.md")
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 RESNET_CHANNELS = (256, 512, 1024, 2048)
 # arch -> (strides of C2..C5, channels, output layer names)
 BACKBONES = {
@@ -50,9 +50,10 @@ def test_channels_first_features_are_nchw():
     keras.backend.clear_session()
 
 
-def test_the_fpn_example_in_the_docs_runs():
-    blocks = re.findall(r"```python\n(.*?)```", open(DOC, encoding="utf-8").read(), flags=re.S)
-    code = blocks[-1]
+def test_the_fpn_example_in_the_readme_runs():
+    text = open(README, encoding="utf-8").read()
+    section = text[text.index("## Detection backbones"):text.index("## Documentation")]
+    code, = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     paper_line = 'arch, height, width = "bl-resnet101", 800, 1344'
     assert paper_line in code
     namespace = {}

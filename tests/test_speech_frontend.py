@@ -4,6 +4,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 
 import keras
 import numpy as np
@@ -164,4 +165,17 @@ def test_train_speech_cli_runs_a_step_and_reports_bad_flags(tmp_path, capsys):
     assert set(metrics) == {"loss", "frame_acc"} and np.isfinite(metrics["loss"])
     assert run(f"--train_records={tmp_path}/missing-*") == 1
     assert "error: no TFRecord files match" in capsys.readouterr().err
+    keras.backend.clear_session()
+
+
+def test_the_readme_speech_example_runs():
+    text = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    section = text[text.index("## Speech acoustic models"):text.index("## Detection backbones")]
+    code, = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    t = np.arange(SR // 2) / SR  # half a second of a 440 Hz tone
+    namespace = {"waveform": tf.constant(0.3 * np.sin(2 * np.pi * 440 * t), tf.float32)}
+    exec(code, namespace)  # noqa: S102
+    frames = num_frames(SR // 2, SR)
+    assert tuple(namespace["logits"].shape) == (frames, 32000)
+    assert namespace["model"].name.startswith("bl_resnet22_speech")
     keras.backend.clear_session()

@@ -11,6 +11,7 @@ import dataclasses
 import keras
 from keras import layers, ops
 
+from bl_net_tf.models import batch_norm as fused_batch_norm
 from bl_net_tf.models import grouped_conv
 
 # Tensorpack's and the official release's BatchNorm: running averages decay 0.9, epsilon 1e-5.
@@ -69,8 +70,9 @@ def conv(ctx: LayerContext, x, filters: int, kernel_size: int, *, name: str, str
 
 def batch_norm(ctx: LayerContext, x, *, name: str, zero_gamma: bool = False):
     """BatchNorm with tensorpack's momentum/epsilon; ``zero_gamma`` for the last BN of a residual
-    branch (Goyal et al. 2017), so each block starts as the identity."""
-    return layers.BatchNormalization(
+    branch (Goyal et al. 2017), so each block starts as the identity. On TensorFlow's fused kernel
+    (see batch_norm.py)."""
+    return fused_batch_norm.BatchNormalization(
         axis=ctx.channel_axis, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
         gamma_initializer="zeros" if zero_gamma else "ones", name=name)(x)
 
