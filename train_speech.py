@@ -3,6 +3,11 @@
     python train_speech.py --train_records='data/train-*.tfrecord' --eval_records='data/dev-*.tfrecord' \
         --arch=bl-resnet22-speech --alpha=2 --beta=3 --model_dir=train_log/bl-resnet22-speech-a2-b3
 
+Without --train_records it trains on synthetic demo sounds (bl_net_tf.speech.demo), written once
+to the cache, with settings for a 2-core CPU:
+
+    python train_speech.py --arch=bl-resnet22-speech --alpha=2 --beta=3
+
 Records hold one utterance each (bl_net_tf.speech.write_utterances); the defaults are the paper's
 recipe (bl_net_tf.speech.trainer). The last line of stdout is ``metrics: {...}``. See docs/speech.md.
 """
@@ -15,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import app, flags  # noqa: E402
 
+from bl_net_tf.speech import demo  # noqa: E402
 from bl_net_tf.speech.trainer import XLA_MODES, SpeechTrainConfig, train  # noqa: E402
 
 
@@ -22,7 +28,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """The command line, one flag per :class:`SpeechTrainConfig` field (defaults from it)."""
     d = SpeechTrainConfig()
     fv = dict(flag_values=flag_values)
-    flags.DEFINE_string("train_records", None, "TFRecord file pattern of the training utterances.", **fv)
+    flags.DEFINE_string("train_records", None, "TFRecord file pattern of the training utterances; without it, the "
+                        "synthetic demo sounds (bl_net_tf.speech.demo).", **fv)
     flags.DEFINE_string("eval_records", None, "TFRecord file pattern evaluated at the end (frame accuracy).", **fv)
     flags.DEFINE_string("arch", d.arch, "resnet22-speech, bl-resnet22-speech or bl-pyr-resnet22-speech.", **fv)
     flags.DEFINE_integer("alpha", d.alpha, "Width divisor of the Little-Branch.", **fv)
@@ -48,9 +55,18 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
 def run(flag_values: flags.FlagValues = flags.FLAGS) -> int:
     """Trains as the parsed flags say; prints ``metrics: {...}`` (0) or ``error: ...`` (1)."""
     fields = [f.name for f in dataclasses.fields(SpeechTrainConfig) if f.name in flag_values]
-    config = SpeechTrainConfig(**{name: flag_values[name].value for name in fields})
+    values = {name: flag_values[name].value for name in fields}
     try:
-        metrics = train(config, verbose=2)
+        if not values["train_records"]:
+            if values["eval_records"]:
+                raise ValueError("--eval_records needs --train_records (without both, the demo sounds are used)")
+            values["train_records"], values["eval_records"] = demo.prepare()
+            changed = {k: v for k, v in demo.TRAIN_DEFAULTS.items() if not flag_values[k].present}
+            values.update(changed)
+            print(f"no --train_records: training on the demo sounds ({', '.join(demo.CLASSES)}) in "
+                  f"{os.path.dirname(values['train_records'])} with "
+                  f"{' '.join(f'--{k}={v}' for k, v in changed.items()) or 'your flags'}", flush=True)
+        metrics = train(SpeechTrainConfig(**values), verbose=2)
     except (ValueError, OSError) as error:
         print(f"error: {str(error).strip().splitlines()[0]}", file=sys.stderr)
         return 1

@@ -332,7 +332,7 @@ def format_markdown(results: list, settings: Settings) -> str:
     return "\n".join(rows)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bl_net_tf.benchmark", description=__doc__.splitlines()[0])
     parser.add_argument("--arch", help="a registered arch, or keras:NAME for a keras.applications model")
     parser.add_argument("--vs", action="append", default=[], help="a model to compare with (repeatable)")
@@ -342,7 +342,8 @@ def main(argv=None) -> int:
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per model (the median is reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model first (tracing, XLA)")
-    parser.add_argument("--xla", choices=("on", "off"), help="compile each step with XLA (jit_compile); "
+    parser.add_argument("--xla", nargs="?", const="on", choices=("on", "off"),
+                        help="compile each step with XLA (jit_compile); a bare --xla is --xla on; "
                         "default: on with a GPU, off on CPU (docs/benchmarks.md)")
     parser.add_argument("--data_format", choices=DATA_FORMATS, help="default: channels_first on a GPU")
     parser.add_argument("--precision", choices=PRECISIONS, default="float32")
@@ -352,6 +353,11 @@ def main(argv=None) -> int:
     parser.add_argument("--grouped_convs", action="store_true",
                         help="time --arch's grouped convolutions alone, per implementation")
     parser.add_argument("--markdown", action="store_true", help="print table rows instead of text")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not args.all and not args.arch:
         parser.error("give --arch (and --vs) or --all")

@@ -115,6 +115,39 @@ ROWS = (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class DetectionRow:
+    """A Table 10 row: GFLOPs of a whole Faster R-CNN + FPN (backbone, FPN, RPN, 300 proposals
+    through the box head) at one image size. Only the backbone differs between the rows of one
+    dataset, so the paper's saving against ResNet-101 is the backbones' saving, which we count."""
+
+    dataset: str
+    image_size: tuple  # (height, width)
+    arch: str
+    gflops: float
+    options: tuple = ()
+
+    @property
+    def kwargs(self) -> dict:
+        return dict(self.options)
+
+    @property
+    def label(self) -> str:
+        opts = ", ".join(f"{k}={v}" for k, v in self.options)
+        return f"{self.arch}{f' ({opts})' if opts else ''}"
+
+
+# Table 10 (Appendix A.6): VOC 2007 at 600x1024, COCO val2017 at 800x1344; the baseline first.
+DETECTION_ROWS = (
+    DetectionRow("VOC 2007", (600, 1024), "resnet101", 137.70),
+    DetectionRow("VOC 2007", (600, 1024), "bl-resnet101", 89.21, _ab(2, 4)),
+    DetectionRow("VOC 2007", (600, 1024), "bl-resnet101", 93.95, _ab(2, 2)),
+    DetectionRow("COCO", (800, 1344), "resnet101", 234.85),
+    DetectionRow("COCO", (800, 1344), "bl-resnet101", 151.11, _ab(2, 4)),
+    DetectionRow("COCO", (800, 1344), "bl-resnet101", 160.21, _ab(2, 2)),
+)
+
+
 def top1_err(arch: str, alpha: int = 2, beta: int = 4) -> float | None:
     """The paper's top-1 error (%) at 224 for ``arch`` (bL archs at α, β), or None if not reported."""
     for row in ROWS:

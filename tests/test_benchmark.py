@@ -37,6 +37,13 @@ def test_unknown_model_fails_before_building_anything(capsys):
     assert "unknown arch 'bl-resnet51'" in capsys.readouterr().err
 
 
+def test_bare_xla_flag_means_on():
+    parser = benchmark.build_parser()
+    assert parser.parse_args(["--arch", "bl-resnet50", "--xla"]).xla == "on"
+    assert parser.parse_args(["--arch", "bl-resnet50", "--xla", "off"]).xla == "off"
+    assert parser.parse_args(["--arch", "bl-resnet50"]).xla is None  # per device: on with a GPU
+
+
 def test_bad_settings_fail_at_construction():
     with pytest.raises(ValueError, match="allowed: float32, mixed_bfloat16, mixed_float16"):
         benchmark.Settings(precision="float64")

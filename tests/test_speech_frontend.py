@@ -16,7 +16,7 @@ from bl_net_tf.models import speech
 from bl_net_tf.models.layers import LayerContext
 from bl_net_tf.speech import (SpeechTrainConfig, context_windows, deltas, frame_dataset, learning_rate, logmel_features,
                               num_frames, parse_utterance, train, write_utterances)
-from bl_net_tf.speech.features import frame_centers
+from bl_net_tf.speech import demo
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SR = 8000  # telephone speech, as Switchboard
@@ -87,32 +87,6 @@ def test_learning_rate_follows_appendix_b1():
     np.testing.assert_allclose(rates[9:], [0.03 * math.sqrt(0.5) ** k for k in range(1, 8)])
 
 
-# Four synthetic "phone" classes: two tones and two noise bands, in utterances of two segments.
-def _band_noise(rng, n, lo, hi):
-    spectrum = np.fft.rfft(rng.normal(size=n))
-    freqs = np.fft.rfftfreq(n, 1 / SR)
-    spectrum[(freqs < lo) | (freqs > hi)] = 0
-    x = np.fft.irfft(spectrum, n)
-    return x / x.std()
-
-
-def _sound(rng, label, n):
-    t = np.arange(n) / SR
-    if label < 2:
-        hz = (300.0, 1200.0)[label] * rng.uniform(0.9, 1.1)
-        return 1.4 * np.sin(2 * np.pi * hz * t + rng.uniform(0, 2 * np.pi))
-    return _band_noise(rng, n, *((1800, 2400), (3000, 3600))[label - 2])
-
-
-def _utterance(rng, segments=2, seconds=0.6):
-    labels = rng.integers(0, 4, segments)
-    n = int(seconds * SR)
-    wave = np.concatenate([_sound(rng, y, n) * rng.uniform(0.3, 1.0) for y in labels])
-    wave += 0.05 * rng.normal(size=wave.size)
-    frame_labels = [labels[min(int(c / seconds), segments - 1)] for c in frame_centers(wave.size, SR)]
-    return np.asarray(logmel_features(wave.astype("float32"), SR)), np.asarray(frame_labels)
-
-
 def _tiny_bl_model(num_classes):
     """bL-ResNet-22 (α=2, β=3) with 1/8 of the widths: the real layout, small enough for a test."""
     ctx = LayerContext(data_format="channels_last")
@@ -124,8 +98,8 @@ def _tiny_bl_model(num_classes):
 
 def test_trainer_learns_synthetic_sound_classes(tmp_path):
     rng = np.random.default_rng(0)
-    write_utterances(str(tmp_path / "train.tfrecord"), [_utterance(rng) for _ in range(20)])
-    write_utterances(str(tmp_path / "eval.tfrecord"), [_utterance(rng) for _ in range(6)])
+    write_utterances(str(tmp_path / "train.tfrecord"), [demo.utterance(rng) for _ in range(20)])
+    write_utterances(str(tmp_path / "eval.tfrecord"), [demo.utterance(rng) for _ in range(6)])
     config = SpeechTrainConfig(train_records=str(tmp_path / "train.tfrecord"),
                                eval_records=str(tmp_path / "eval.tfrecord"), num_classes=4, batch_size=64, epochs=2,
                                lr=0.1, anneal_from_epoch=2, shuffle_buffer=5000, seed=0, model_dir=str(tmp_path))
@@ -165,6 +139,27 @@ def test_train_speech_cli_runs_a_step_and_reports_bad_flags(tmp_path, capsys):
     assert set(metrics) == {"loss", "frame_acc"} and np.isfinite(metrics["loss"])
     assert run(f"--train_records={tmp_path}/missing-*") == 1
     assert "error: no TFRecord files match" in capsys.readouterr().err
+    assert run(f"--eval_records={records}") == 1
+    assert capsys.readouterr().err.startswith("error: --eval_records needs --train_records")
+    keras.backend.clear_session()
+
+
+def test_train_speech_without_records_trains_on_the_demo_sounds(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BL_NET_TF_CACHE", str(tmp_path / "cache"))
+    cli = _train_speech_cli()
+    flag_values = flags.FlagValues()
+    cli.define_flags(flag_values)
+    flag_values(["train_speech.py", "--arch=resnet22-speech", "--steps_per_epoch=1", "--epochs=1", "--batch_size=8",
+                 "--xla=off", f"--model_dir={tmp_path / 'run'}"])
+    assert cli.run(flag_values) == 0
+    out = capsys.readouterr().out
+    assert "no --train_records: training on the demo sounds" in out and "--num_classes=4" in out
+    metrics = json.loads(out.strip().splitlines()[-1][len("metrics: "):])
+    assert set(metrics) == {"loss", "frame_acc", "eval_loss", "eval_frame_acc"}
+    train_path, dev_path = demo.prepare()  # written once, found again
+    assert train_path == str(tmp_path / "cache" / "demo_sounds" / "train.tfrecord") and os.path.exists(dev_path)
+    features, labels = parse_utterance(next(iter(tf.data.TFRecordDataset(train_path))))
+    assert features.shape[1:] == (64, 3) and set(np.unique(labels.numpy())) <= set(range(len(demo.CLASSES)))
     keras.backend.clear_session()
 
 
