@@ -225,25 +225,27 @@ def grouped_conv_speeds(arch: str, settings: Settings, implementations=("keras",
     import numpy as np
     import tensorflow as tf
 
+    from bl_net_tf.profile import layer_macs
+
     check_name(arch)
     model, _ = build_model(arch, dataclasses.replace(settings, grouped_conv="auto"))
     shapes = collections.Counter()
     macs = 0
     for layer in model.layers:
         if isinstance(layer, grouped_conv.Conv2D) and layer.groups > 1:
-            shapes[(tuple(layer.input.shape[1:]), layer.filters, layer.groups, layer.strides[0], layer.padding)] += 1
-            out = layer.output.shape[1:3] if layer.data_format == "channels_last" else layer.output.shape[2:4]
-            macs += settings.batch_size * out[0] * out[1] * layer.filters * 9 * layer.kernel.shape[2]
+            shapes[(tuple(layer.input.shape[1:]), layer.filters, layer.kernel_size[0], layer.groups,
+                    layer.strides[0], layer.padding)] += 1
+            macs += settings.batch_size * layer_macs(layer)
     keras.backend.clear_session()
     if not shapes:
         raise ValueError(f"{arch} has no grouped convolutions")
     total = {name: 0.0 for name in implementations}
     rng = np.random.default_rng(0)
-    for (in_shape, filters, groups, stride, padding), count in shapes.items():
+    for (in_shape, filters, kernel_size, groups, stride, padding), count in shapes.items():
         x = tf.constant(rng.standard_normal((settings.batch_size,) + in_shape, dtype=np.float32))
         steps = {}
         for name in implementations:
-            layer = grouped_conv.Conv2D(filters, 3, strides=stride, padding=padding, groups=groups, use_bias=False,
+            layer = grouped_conv.Conv2D(filters, kernel_size, strides=stride, padding=padding, groups=groups, use_bias=False,
                                         data_format=settings.data_format, dtype=settings.precision,
                                         implementation=name)
             layer.build(x.shape)

@@ -44,9 +44,14 @@ class PaperRow:
 
     @property
     def label(self) -> str:
-        opts = ", ".join(f"{k}={v}" for k, v in self.options)
         size = f" @{self.image_size}" if self.image_size not in (224, None) else ""
-        return f"{self.arch}{f' ({opts})' if opts else ''}{size}"
+        return _label(self.arch, self.options) + size
+
+
+def _label(arch: str, options: tuple) -> str:
+    """``bl-resnet50 (alpha=2, beta=4)``: an arch and its create_model options."""
+    opts = ", ".join(f"{k}={v}" for k, v in options)
+    return f"{arch}{f' ({opts})' if opts else ''}"
 
 
 def _ab(alpha, beta, **more):
@@ -133,8 +138,7 @@ class DetectionRow:
 
     @property
     def label(self) -> str:
-        opts = ", ".join(f"{k}={v}" for k, v in self.options)
-        return f"{self.arch}{f' ({opts})' if opts else ''}"
+        return _label(self.arch, self.options)
 
 
 # Table 10 (Appendix A.6): VOC 2007 at 600x1024, COCO val2017 at 800x1344; the baseline first.

@@ -19,12 +19,16 @@ VAL_EVERY = 5  # every 5th image of a class goes to val
 _QUALITY = 95
 
 
-def default_root() -> str:
-    """``$BL_NET_TF_CACHE/demo_digits``, else ``~/.cache/bl_net_tf/demo_digits``."""
-    cache = os.environ.get(CACHE_ENV) or os.path.join(
+def cache_root() -> str:
+    """Where the demo data sets live: ``$BL_NET_TF_CACHE``, else ``~/.cache/bl_net_tf``."""
+    return os.environ.get(CACHE_ENV) or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
         "bl_net_tf")
-    return os.path.join(cache, FOLDER)
+
+
+def default_root() -> str:
+    """``$BL_NET_TF_CACHE/demo_digits``, else ``~/.cache/bl_net_tf/demo_digits``."""
+    return os.path.join(cache_root(), FOLDER)
 
 
 def class_folder(digit: int) -> str:

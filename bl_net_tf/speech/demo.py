@@ -29,9 +29,9 @@ TRAIN_DEFAULTS = dict(num_classes=len(CLASSES), batch_size=64, epochs=2, lr=0.1,
 
 def default_root() -> str:
     """``$BL_NET_TF_CACHE/demo_sounds``, else ``~/.cache/bl_net_tf/demo_sounds``: beside the demo digits."""
-    from bl_net_tf.data.demo import default_root as digits_root
+    from bl_net_tf.data.demo import cache_root
 
-    return os.path.join(os.path.dirname(digits_root()), FOLDER)
+    return os.path.join(cache_root(), FOLDER)
 
 
 def _band_noise(rng: np.random.Generator, n: int, lo: float, hi: float) -> np.ndarray:
