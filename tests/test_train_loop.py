@@ -93,3 +93,33 @@ def test_files_of_an_interrupted_save_are_ignored(tmp_path):
     assert int(session.step.numpy()) == 4
     training.train(session)
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-8")
+
+
+
+def test_model_variables_are_checkpointed_by_name_not_by_layer_position(tmp_path):
+    """A channels_first model has one more (weightless) layer than its channels_last twin, so a
+    checkpoint keyed by layer position would not restore across formats; keyed by path it does."""
+    from bl_net_tf.training.checkpoints import Checkpointer, restore_model_weights
+
+    def build(extra_layer: bool, num_classes: int = 10):
+        inputs = keras.Input((32, 32, 3))
+        x = layers.Identity(name="extra")(inputs) if extra_layer else inputs
+        x = layers.Conv2D(8, 3, name="conv")(x)
+        x = layers.BatchNormalization(name="bn")(x)
+        x = layers.GlobalAveragePooling2D(name="pool")(x)
+        return keras.Model(inputs, layers.Dense(num_classes, name="fc")(x))
+
+    keras.utils.set_random_seed(1)
+    saved = build(extra_layer=True)
+    saved.get_layer("bn").moving_variance.assign(tf.random.uniform([8], 1, 2))
+    path = Checkpointer(str(tmp_path), step=tf.Variable(7, dtype=tf.int64), model=saved).save()
+
+    restored = build(extra_layer=False)
+    assert Checkpointer(str(tmp_path), step=tf.Variable(0, dtype=tf.int64), model=restored).restore_latest() == path
+    fresh = build(extra_layer=False)
+    restore_model_weights(fresh, path)
+    for model in (restored, fresh):
+        assert [v.path for v in model.weights] == [v.path for v in saved.weights]
+        assert all((a.numpy() == b.numpy()).all() for a, b in zip(saved.weights, model.weights))
+    with pytest.raises(ValueError, match=r"^cannot load the weights of checkpoint .*ckpt-7 into"):
+        restore_model_weights(build(extra_layer=False, num_classes=5), path)  # another head

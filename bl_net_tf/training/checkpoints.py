@@ -6,6 +6,11 @@ and only then rewrites the ``checkpoint`` state file, atomically (temp file + re
 checkpoints are deleted after that. Restoring reads the state file, so a process killed at any
 moment resumes from a complete checkpoint: the one before, if the kill hit a save.
 
+The model's variables are saved by their path (``stage2_big_block1_conv1/kernel``), not by the
+position of their layer: a channels_first run (its model has one more, weightless, layer) resumes as
+channels_last and the other way round, and the exporter and ``--init_weights`` read one part of a
+checkpoint by name (:func:`restore_model_weights`).
+
 In a multi-worker run every worker must save (reading replicated variables is a collective); the
 non-chief workers write to a scratch folder that they delete.
 """
@@ -22,6 +27,25 @@ import tensorflow as tf
 logger = logging.getLogger(__name__)
 
 MAX_TO_KEEP = 3
+
+
+def model_weights(model) -> tf.train.Checkpoint:
+    """The checkpoint entry of ``model``: its variables keyed by path, independent of layer order."""
+    return tf.train.Checkpoint(**{variable.path: variable for variable in model.weights})
+
+
+def restore_model_weights(model, path: str) -> None:
+    """Loads the model part of the training checkpoint ``path`` into ``model`` (nothing else).
+
+    Raises:
+      ValueError: ``path`` is not a readable checkpoint or lacks a variable of ``model``, or a shape
+        differs (another architecture or configuration).
+    """
+    try:
+        tf.train.Checkpoint(model=model_weights(model)).restore(path).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"cannot load the weights of checkpoint {path} into {model.name}: {reason}") from None
 
 
 def check_writable(directory: str, label: str = "model_dir") -> None:
@@ -47,20 +71,21 @@ class Checkpointer:
     Args:
       model_dir: where checkpoints live.
       step: the global step variable; saved as ``step`` and numbering the checkpoints.
+      model: the Keras model, saved by variable path (:func:`model_weights`).
       is_chief: whether this process owns ``model_dir``; other workers write to a scratch folder.
       worker_index: names the scratch folder of a non-chief worker.
       minutes: the time between two time-triggered saves.
-      **objects: what else to save (``model=``, ``optimizer=``, ``epoch=``).
+      **objects: what else to save (``optimizer=``, ``epoch=``).
     """
 
-    def __init__(self, model_dir: str, *, step, is_chief: bool = True, worker_index: int = 0,
+    def __init__(self, model_dir: str, *, step, model, is_chief: bool = True, worker_index: int = 0,
                  minutes: float = 10.0, **objects):
         self.model_dir = model_dir
         self.step = step
         self.is_chief = is_chief
         self.minutes = minutes
         self._write_dir = model_dir if is_chief else os.path.join(model_dir, f".worker{worker_index}")
-        self.checkpoint = tf.train.Checkpoint(step=step, **objects)
+        self.checkpoint = tf.train.Checkpoint(step=step, model=model_weights(model), **objects)
         self._manager = tf.train.CheckpointManager(self.checkpoint, self._write_dir, max_to_keep=MAX_TO_KEEP)
         self._last_save = time.monotonic()
 
