@@ -170,6 +170,7 @@ def cases(max_batch: int = 16) -> dict:
     one_pixel = encode(np.zeros((1, 1, 3), np.uint8), "JPEG")
     good = photo_jpeg()
     big_jpeg = at_limit("JPEG")
+    progressive = at_limit("JPEG", progressive=True)
     return {
         "photo": ([good], "one 500x375 JPEG (the reference point)"),
         "strip_1xN_png": ([encode(np.zeros((1, 2000, 3), np.uint8), "PNG")], "PNG, 2000 wide, 1 high"),
@@ -182,12 +183,15 @@ def cases(max_batch: int = 16) -> dict:
         "big_webp": ([webp_of(10000, 10000)], "lossless WebP, 10000x10000 of zeros"),
         "gif_frames": ([gif_frames(3000, 3000, 20)], "GIF, 20 frames of 3000x3000"),
         "jpeg_at_limit": ([big_jpeg], "JPEG, 4096x4096 (the default max_pixels)"),
+        "progressive_jpeg_at_limit": ([progressive], "progressive JPEG, 4096x4096 (libjpeg keeps all coefficients)"),
         "png_at_limit": ([at_limit("PNG")], "PNG, 4096x4096"),
         "webp_at_limit": ([at_limit("WEBP", lossless=True)], "lossless WebP, 4096x4096"),
         "gif_tiny_blocks": ([gif_of_tiny_blocks()], "GIF, 1 MB of 1-byte data blocks"),
         "gif_at_limit": ([gif_frames(4096, 4096, 3)], "GIF, 3 frames of 4096x4096"),
         "bmp_at_limit": ([at_limit("BMP")], "BMP, 4096x4096 (48 MB)"),
         "full_batch_at_limit": ([big_jpeg] * max_batch, f"{max_batch} JPEGs of 4096x4096"),
+        "full_batch_progressive": ([progressive] * max_batch, f"{max_batch} progressive JPEGs of 4096x4096"),
+        "full_batch_webp": ([at_limit("WEBP", lossless=True)] * max_batch, f"{max_batch} WebPs of 4096x4096"),
         "many_tiny_jpegs": ([one_pixel] * 1000, "1000 one-pixel JPEGs in one request"),
         "batch_over_limit": ([good] * (max_batch + 1), f"{max_batch + 1} photos (one over the limit)"),
         "full_batch": ([good] * max_batch, f"{max_batch} photos (the limit)"),

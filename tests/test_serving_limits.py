@@ -4,14 +4,18 @@ fresh process that never imports bl_net_tf (peak RSS growth during the request; 
 The network is a small one at 32x32: the preprocessing is what a hostile request attacks. The
 full-size check (bL-ResNet-50, 224) is documented in docs/deployment.md.
 """
+import os
+
 import keras
 import numpy as np
 import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
 
 from bl_net_tf.export import export_saved_model
-from bl_net_tf.serving.preprocess import ServingLimits
+from bl_net_tf.serving.preprocess import DEFAULT_MAX_BATCH, ServingLimits
 from serving_probe import at_limit, encode, jpeg_with_size, measure, photo_jpeg, png_of_zeros
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 32
 CLASSES = 3
 # Peak growth allowed for a request that is refused or holds small images; the unbounded transform
@@ -98,3 +102,32 @@ def test_raised_limits_still_decode_only_the_window(tmp_path):
     for name in ("strips", "jpeg strip 1x20000"):
         assert results[name]["outcome"] == "answered" and results[name]["growth_mb"] < SMALL_MB, results[name]
     assert results["3 images"]["message"] == "assertion failed: [request: 3 images, more than max_batch=2]"
+
+
+def batching_parameters_class():
+    """tensorflow.serving.BatchingParameters as TF Serving declares it
+    (tensorflow_serving/servables/tensorflow/session_bundle_config.proto; the tensorflow-serving-api
+    package does not ship it): four Int64Value fields, a StringValue, the repeated allowed sizes."""
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
+    proto = descriptor_pb2.FileDescriptorProto(name="batching.proto", package="tensorflow.serving", syntax="proto3",
+                                               dependency=["google/protobuf/wrappers.proto"])
+    message = proto.message_type.add(name="BatchingParameters")
+    wrapped = [("max_batch_size", "Int64Value"), ("batch_timeout_micros", "Int64Value"),
+               ("max_enqueued_batches", "Int64Value"), ("num_batch_threads", "Int64Value"),
+               ("thread_pool_name", "StringValue")]
+    for number, (name, kind) in enumerate(wrapped, 1):
+        message.field.add(name=name, number=number, type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
+                          type_name=f".google.protobuf.{kind}", label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
+    message.field.add(name="allowed_batch_sizes", number=6, type=descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
+                      label=descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED)
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters"))
+
+
+def test_the_shipped_batching_file_parses_and_fits_the_default_limit():
+    with open(os.path.join(REPO, "docker", "batching_parameters.txt")) as handle:
+        parameters = text_format.Parse(handle.read(), batching_parameters_class()())
+    # A merged batch above the export's max_batch would be refused by the graph.
+    assert parameters.max_batch_size.value == DEFAULT_MAX_BATCH
+    assert parameters.num_batch_threads.value >= 1 and parameters.max_enqueued_batches.value >= 1
