@@ -146,10 +146,12 @@ def _parser() -> cli.ArgumentParser:
                               f"{recipe.DEFAULT_EVAL_PROTOCOL}")
     serving.add_argument("--class_names", help="text file, one class name per line, in class-index order "
                                                "(default: the run's class folders)")
-    serving.add_argument("--max_batch", type=int, default=DEFAULT_MAX_BATCH, help="images per request")
-    serving.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS, help="width x height of an image")
+    serving.add_argument("--max_batch", type=int, default=DEFAULT_MAX_BATCH,
+                         help=f"images per request (default {DEFAULT_MAX_BATCH}; docs/deployment.md)")
+    serving.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                         help=f"width x height of an image (default {DEFAULT_MAX_PIXELS})")
     serving.add_argument("--max_aspect_ratio", type=float, default=DEFAULT_MAX_ASPECT_RATIO,
-                         help="longer side / shorter side of an image")
+                         help=f"longer side / shorter side of an image (default {DEFAULT_MAX_ASPECT_RATIO:g})")
     parser.add_argument("--export_dir", required=True, help="models/<name>/<version>, version a number")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --export_dir")
     return parser

@@ -163,8 +163,8 @@ def test_lighting_matches_tensorpacks_bgr_constants():
 
 def test_eval_image_is_deterministic_and_centred():
     # A 60x80 image whose left and right quarters are black: at eval size 32 the
-    # shorter side becomes 32 (the official protocol) and the 32x32 centre crop of
-    # the 32x43 resize has the white middle at columns 3-27.
+    # shorter side becomes 37 (40 / 0.875 rounded) and the 32x32 centre crop of
+    # the 37x49 resize keeps only the white middle.
     image = np.zeros((60, 80, 3), np.uint8)
     image[:, 20:60] = 255
     encoded = tf.io.encode_png(image)

@@ -28,9 +28,8 @@ SIZE = 64
 NUM_CLASSES = 10
 CLASS_NAMES = [f"class_{i}" for i in range(NUM_CLASSES)]
 TOLERANCE = 1e-4
-# Images whose shorter side already is eval_resize_size(SIZE) (SIZE itself, official protocol), so
-# the bicubic resize is the identity and serving_default must equal predict_images on a numpy
-# centre crop.
+# Images whose shorter side already is eval_resize_size(SIZE), so the bicubic resize is the
+# identity and serving_default must equal predict_images on a numpy centre crop.
 RESIZED = eval_resize_size(SIZE)
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 

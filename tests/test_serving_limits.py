@@ -85,7 +85,7 @@ def test_requests_within_the_limits_are_answered_after_refused_ones(default_limi
     assert default_limits["16 photos"]["growth_mb"] < SMALL_MB
     at_the_limit = default_limits["png at the pixel limit"]
     assert at_the_limit["outcome"] == "answered"
-    # The decoded image (48 MB) and its window (~48 MB: at 32 the window is the whole image).
+    # The decoded image (48 MB) and its window (the centre 87.5%, ~37 MB).
     assert 48 <= at_the_limit["growth_mb"] < 150, at_the_limit
 
 

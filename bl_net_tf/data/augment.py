@@ -110,8 +110,9 @@ def eval_image(encoded, eval_size: int, *, protocol: str = recipe.DEFAULT_EVAL_P
     only the window that the crop reads (a JPEG's window is all libjpeg decodes) and resamples that
     window straight to ``eval_size`` x ``eval_size``: the same pixels as resizing the whole image
     and cropping (bicubic, Keys a = -0.5, half-pixel centres; differences below 0.1 grey level
-    before rounding), with intermediates of a few times ``eval_size`` squared whatever the aspect
-    ratio. ``label`` (e.g. the file name) starts the error messages.
+    before rounding). Nothing is larger than the decoded image (``limits.max_pixels``), whatever
+    its aspect ratio; the resampling's intermediates are a few ``eval_size`` x ``eval_size``.
+    ``label`` (e.g. the file name) starts the error messages.
 
     Returns:
       uint8 ``[eval_size, eval_size, 3]`` RGB.

@@ -27,8 +27,8 @@ FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WebP")
 JPEG, PNG, GIF, BMP, WEBP = range(len(FORMATS))
 _UNKNOWN = len(FORMATS)
 
-# 16.7 MP: a 4096x4096 image, more than any ImageNet photo or a 12 MP phone picture (4032x3024).
-# The evaluation transform's peak memory for one image is a few bytes per pixel (docs/deployment.md).
+# 16.7 MP: a 4096x4096 image; a 12 MP phone picture (4032x3024) passes. The evaluation transform's
+# peak memory for one image is a few bytes per pixel (docs/deployment.md).
 DEFAULT_MAX_PIXELS = 4096 * 4096
 # A 1x2000 strip has aspect ratio 2000; panoramas reach 10.
 DEFAULT_MAX_ASPECT_RATIO = 20.0

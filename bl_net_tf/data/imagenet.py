@@ -45,8 +45,9 @@ def imagenet_dataset(data_dir: str, split: str, batch_size: int, *, loader: str 
         skipped: a :class:`SkippedFiles` to count the unreadable files in; they are
             logged as warnings either way.
         eval_protocol: the shorter side the evaluation images are resized to before the
-            centre crop: "official" (256 for 224, else the crop size), or "fraction"
-            (size / 0.875); see ``recipe.EVAL_PROTOCOLS`` and docs/data.md.
+            centre crop: "official" (256 for 224 and for 256, as the official release;
+            size / 0.875 for other sizes), or "fraction" (size / 0.875); see
+            ``recipe.EVAL_PROTOCOLS`` and docs/data.md.
 
     Returns:
         A ``tf.data.Dataset`` of one epoch (repeat it for more).
