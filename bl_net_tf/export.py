@@ -110,7 +110,7 @@ def export_saved_model(model: keras.Model, export_dir: str, *, image_size: Optio
         settings = {"image_size": size, "eval_protocol": eval_protocol, "num_classes": num_classes,
                     "class_names": class_names is not None, **vars(limits)}
         with open(os.path.join(staging, "assets.extra", SETTINGS_FILE), "w", encoding="utf-8") as handle:
-            json.dump(settings, handle, indent=1)
+            handle.write(json.dumps(settings, indent=1) + "\n")
         if os.path.exists(export_dir):
             shutil.rmtree(export_dir)
         os.replace(staging, export_dir)
