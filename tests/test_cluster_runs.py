@@ -105,7 +105,8 @@ def test_sigterm_saves_the_step_reached_and_the_same_command_resumes_there(tmp_p
     path = tf.train.latest_checkpoint(str(model_dir))
     assert path.endswith(f"ckpt-{saved}")
     assert tf.train.load_variable(path, "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == saved
-    assert f"stopped: SIGTERM at step {saved} (epoch {(saved - 1) // 10 + 1}): step {saved} is saved in {model_dir}" in text
+    epoch = (saved - 1) // 10 + 1
+    assert f"stopped: SIGTERM at step {saved} (epoch {epoch}): step {saved} is saved in {model_dir}" in text
 
     # The same command again: it restores exactly that step. Stopped before its first step has
     # finished, it ends at once (nothing new to save), leaving the checkpoint as it was.

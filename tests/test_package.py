@@ -102,8 +102,8 @@ def test_an_install_without_the_checkout_trains_paper_rows_by_name(wheel, tmp_pa
     assert lines[1] == f"recipes: {site / 'bl_net_tf' / 'flags'}"
     assert [line.split()[0] for line in lines[2:2 + len(RECIPES)]] == RECIPES
     config = lines[2 + len(RECIPES):]
-    for line in ("--arch=bl-resnext101-32x4d", "--alpha=2", "--beta=4", "--epochs=110", "--batch_size=256",
-                 "--lr=0.1", "--lr_schedule=cosine", "--image_size=224", "--model_dir=train_log/bl-resnext101-32x4d-a2-b4"):
+    for line in ("--arch=bl-resnext101-32x4d", "--alpha=2", "--beta=4", "--epochs=110", "--batch_size=256", "--lr=0.1",
+                 "--lr_schedule=cosine", "--image_size=224", "--model_dir=train_log/bl-resnext101-32x4d-a2-b4"):
         assert line in config
 
 
@@ -149,7 +149,7 @@ def test_recipe_list_names_every_flagfile_with_its_paper_row(tmp_path, monkeypat
             header = f.readline()[1:].strip()
         assert header and line.split(None, 1)[1].startswith(header)
     # The description is the header comment's first sentence, which may span lines.
-    (tmp_path / "a.cfg").write_text("# Paper Table 1: A, alpha=2.\n# python train_imagenet.py --flagfile=a.cfg\n--arch=a\n")
+    (tmp_path / "a.cfg").write_text("# Paper Table 1: A, alpha=2.\n# bl-net-train --recipe=a\n--arch=a\n")
     (tmp_path / "b@256.cfg").write_text("# Paper Table 2: B@256: the model\n# of b.cfg, at 256.\n# more\n--arch=b\n")
     (tmp_path / "c.cfg").write_text("--arch=c\n")
     monkeypatch.setattr(training_flags, "recipe_dir", lambda: str(tmp_path))

@@ -82,4 +82,4 @@ def _define_flags() -> list:
 
 def main(argv=None) -> None:
     """The console script: parses ``argv`` (default ``sys.argv``) and exits with the status."""
-    run_command(_define_flags, run, list(sys.argv if argv is None else argv))
+    run_command(_define_flags, run, list(sys.argv if argv is None else argv), __doc__)

@@ -53,12 +53,15 @@ def run(flag_values: flags.FlagValues = flags.FLAGS) -> int:
     return 0
 
 
-def run_command(define_flags: Callable[[], list], run_parsed: Callable[[], int], argv: list) -> None:
+def run_command(define_flags: Callable[[], list], run_parsed: Callable[[], int], argv: list, doc: str) -> None:
     """An absl command: defines its flags on ``flags.FLAGS`` (``define_flags`` returns their names,
-    which ``--help`` lists), parses ``argv`` (no positional arguments) and exits with
+    which ``--help`` lists after ``doc``), parses ``argv`` (no positional arguments) and exits with
     ``run_parsed()``'s status. Shared by both trainers; once per process."""
     for name in define_flags():
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
+    main_module = sys.modules["__main__"]
+    if not main_module.__doc__:  # a console script's generated module: absl's --help shows this text
+        main_module.__doc__ = doc
 
     def main_(argv) -> int:
         if len(argv) > 1:
@@ -81,4 +84,4 @@ def main(argv=None) -> None:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
-    run_command(_define_flags, run, argv)
+    run_command(_define_flags, run, argv, __doc__)
