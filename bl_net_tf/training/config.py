@@ -14,6 +14,8 @@ import dataclasses
 import math
 from typing import Optional
 
+from bl_net_tf.data import recipe
+
 LR_SCHEDULES = ("cosine", "step")
 DATA_FORMATS = ("auto", "channels_first", "channels_last")
 XLA_MODES = ("auto", "on", "off")
@@ -67,6 +69,7 @@ class TrainConfig:
     eval_only: bool = False
     image_size: int = 224
     eval_image_size: Optional[int] = None
+    eval_protocol: str = recipe.DEFAULT_EVAL_PROTOCOL
     export_dir: Optional[str] = None
     steps_per_epoch: Optional[int] = None
     seed: Optional[int] = None
@@ -118,6 +121,7 @@ class TrainConfig:
         _choice("xla", self.xla, XLA_MODES)
         _choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
         _choice("loader", self.loader, LOADERS)
+        _choice("eval_protocol", self.eval_protocol, recipe.EVAL_PROTOCOLS)
         if self.gpus is not None and (isinstance(self.gpus, bool) or self.gpus < 0):
             raise ValueError(f"gpus must be >= 0 (0 trains on the CPU), got {self.gpus}")
         if not (_finite(self.peak_lr) and self.peak_lr > 0):
