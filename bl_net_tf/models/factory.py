@@ -18,8 +18,8 @@ from bl_net_tf.models.resnet import DEFAULT_MERGES, BigLittleOptions
 
 @dataclasses.dataclass(frozen=True)
 class ModelOptions:
-    """A validated ``create_model`` request: the arch's spec (ResNeXt widths applied) and every
-    option resolved (``num_classes`` and ``input_shape`` from the family when not given, ``merges``
+    """A validated ``create_model`` request: the arch's spec (ResNeXt widths applied) and the other
+    options under create_model's names, resolved (``num_classes`` and ``input_shape`` from the family when not given, ``merges``
     4 when None). ``data_format`` None stays None: it is resolved on the device that builds."""
 
     spec: registry.ArchSpec
@@ -126,9 +126,8 @@ def validate_model_options(arch: str, **options) -> ModelOptions:
     merges = _check_ablations(spec, family, merge=values["merge"], branches=values["branches"],
                               merges=values["merges"])
     input_shape = family.input_shape if values["input_shape"] is None else _check_input_shape(values["input_shape"])
-    request = ModelOptions(spec, values["alpha"], values["beta"], num_classes, input_shape, values["data_format"],
-                           bool(values["include_preprocessing"]), values["merge"], values["branches"], merges,
-                           values["upsample"], bool(values["features_only"]))
+    resolved = dict(values, num_classes=num_classes, input_shape=input_shape, merges=merges)
+    request = ModelOptions(spec, **{f.name: resolved[f.name] for f in dataclasses.fields(ModelOptions)[1:]})
     family.check(request)
     return request
 
