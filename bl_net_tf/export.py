@@ -33,6 +33,7 @@ from bl_net_tf.models import create_model
 from bl_net_tf.models.layers import UPSAMPLE_MODES
 from bl_net_tf.models.resnet import MIN_INPUT_SIZE
 from bl_net_tf.serving import cli
+from bl_net_tf.serving.fold import PRECISIONS
 from bl_net_tf.serving.signatures import ServingModule, serving_network
 
 DEFAULT_IMAGE_SIZE = 224
@@ -56,7 +57,8 @@ def _check_export_dir(export_dir: str, overwrite: bool) -> None:
 
 
 def export_saved_model(model: keras.Model, export_dir: str, *, image_size: Optional[int] = None,
-                       class_names: Optional[Sequence[str]] = None, overwrite: bool = False) -> str:
+                       class_names: Optional[Sequence[str]] = None, overwrite: bool = False,
+                       precision: str = "float32") -> str:
     """Writes ``model`` as a SavedModel for TF Serving and returns ``export_dir``.
 
     Args:
@@ -71,15 +73,19 @@ def export_saved_model(model: keras.Model, export_dir: str, *, image_size: Optio
         model's own static square input size.
       class_names: one name per class; adds a ``class_names`` output (the top-5 names).
       overwrite: replace a non-empty ``export_dir``.
+      precision: ``float32``, ``bfloat16`` (CPUs with AMX/AVX512-BF16) or ``float16`` (GPUs): the
+        network's weights and arithmetic; inputs and outputs stay as above. BatchNorm is folded
+        into the convolutions in every precision (serving/fold.py).
 
     Raises:
       FileExistsError: ``export_dir`` is not empty and ``overwrite`` is False.
-      ValueError: not a single-output classifier, no usable image size, or wrong number of names.
+      ValueError: not a single-output classifier, no usable image size, wrong number of names, or
+        an unknown precision.
     """
     export_dir = os.path.normpath(os.fspath(export_dir))
     _check_export_dir(export_dir, overwrite)
     size = _image_size(model, image_size)
-    network = serving_network(model, size)
+    network = serving_network(model, size, precision)
     num_classes = int(network.outputs[0].shape[-1])
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"got {len(class_names)} class names for a model with {num_classes} classes")
@@ -155,6 +161,8 @@ def _main(argv) -> None:
     parser.add_argument("--class_names", help="text file, one class name per line, in class-index order")
     parser.add_argument("--export_dir", required=True, help="models/<name>/<version>, version a number")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --export_dir")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
+                        help="bfloat16 for CPUs with AMX/AVX512-BF16, float16 for GPUs (docs/deployment.md)")
     args = parser.parse_args(argv)
     # Fail before the slow part (building the model) on what can be checked up front.
     _check_export_dir(args.export_dir, args.overwrite)
@@ -164,7 +172,7 @@ def _main(argv) -> None:
     class_names = _read_class_names(args.class_names) if args.class_names else None
     model = _build_model(args)
     export_saved_model(model, args.export_dir, image_size=args.image_size, class_names=class_names,
-                       overwrite=args.overwrite)
+                       overwrite=args.overwrite, precision=args.precision)
     print(f"exported {args.arch} to {args.export_dir}")
 
 
