@@ -51,8 +51,8 @@ def check_name(name: str, mode: str = "infer") -> None:
     """Raises ValueError for a name that names nothing timeable (see the module docstring)."""
     import keras
 
+    from bl_net_tf.constants import SERVING_PRECISIONS, check_choice
     from bl_net_tf.models import registry
-    from bl_net_tf.serving.fold import check_precision
 
     if name.startswith((FOLDED_PREFIX, EXPORT_PREFIX, SAVED_MODEL_PREFIX)) and mode != "infer":
         raise ValueError(f"{name}: serving networks and SavedModels only infer; use --mode infer")
@@ -62,7 +62,7 @@ def check_name(name: str, mode: str = "infer") -> None:
     elif name.startswith((FOLDED_PREFIX, EXPORT_PREFIX)):
         arch, precision = _split_serving(name)
         registry.get_spec(arch)
-        check_precision(precision)
+        check_choice("precision", precision, SERVING_PRECISIONS)
     elif name.startswith(SAVED_MODEL_PREFIX):
         import tensorflow as tf
 

@@ -27,18 +27,12 @@ from typing import Optional
 import keras
 import numpy as np
 
-PRECISIONS = ("float32", "bfloat16", "float16")
+from bl_net_tf.constants import SERVING_PRECISIONS, check_choice
+
 # Convolutions whose kernel is (*spatial, in / groups, out): the output channel is the last axis.
 _CONVS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 # Depthwise convolutions: kernel (*spatial, in, multiplier); output channel c * multiplier + m.
 _DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
-
-
-def check_precision(precision: str) -> str:
-    """Returns ``precision`` if it is one of :data:`PRECISIONS`, else raises ValueError."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
-    return precision
 
 
 def _history_refs(structure):
@@ -104,7 +98,7 @@ def fold_batch_norm(model: keras.Model, *, precision: str = "float32") -> keras.
     Raises:
       ValueError: ``model`` is not a functional channels_last model, or an unknown precision.
     """
-    check_precision(precision)
+    check_choice("precision", precision, SERVING_PRECISIONS)
     config = model.get_config() if isinstance(model, keras.Model) else {}
     if "input_layers" not in config:
         raise ValueError(f"BatchNorm folding needs a functional Keras model, got {type(model).__name__}")
