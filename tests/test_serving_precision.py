@@ -34,17 +34,20 @@ DIGITS_PER_CLASS = 52
 CALIBRATION_IMAGES = 200
 NUM_CLASSES = len(sample_photos.PHOTOS) + 10
 MIN_AGREEMENT = 0.99
+REQUEST_SIZE = 100  # images per predict_images request (the export's --max_batch)
 
 FRESH_PROCESS = r"""
 import json, sys
 import numpy as np
 import tensorflow as tf
 
-export_dir, folder = sys.argv[1], sys.argv[2]
+export_dir, folder, request_size = sys.argv[1], sys.argv[2], int(sys.argv[3])
 model = tf.saved_model.load(export_dir)
-outputs = model.signatures["predict_images"](images=tf.constant(np.load(f"{folder}/images.npy")))
-np.save(f"{folder}/probabilities.npy", outputs["probabilities"].numpy())
-json.dump({"probabilities": outputs["probabilities"].dtype.name,
+images = np.load(f"{folder}/images.npy")
+outputs = [model.signatures["predict_images"](images=tf.constant(images[i:i + request_size]))["probabilities"]
+           for i in range(0, len(images), request_size)]
+np.save(f"{folder}/probabilities.npy", np.concatenate([o.numpy() for o in outputs]))
+json.dump({"probabilities": outputs[0].dtype.name,
            "variables": sorted({v.dtype.name for v in model.network_variables})}, open(f"{folder}/dtypes.json", "w"))
 """
 
@@ -133,9 +136,10 @@ def test_bfloat16_export_serves_float32_from_bfloat16_weights(model, photos, log
     model.save_weights(weights)
     export_dir = str(tmp_path / "bl_resnet50" / "1")
     assert export_main(["--arch", "bl-resnet50", "--weights", weights, "--num_classes", str(NUM_CLASSES),
-                        "--image_size", str(SIZE), "--export_dir", export_dir, "--precision", "bfloat16"]) == 0
+                        "--image_size", str(SIZE), "--export_dir", export_dir, "--precision", "bfloat16",
+                        "--max_batch", str(REQUEST_SIZE)]) == 0
     np.save(tmp_path / "images.npy", images[held_out])
-    subprocess.run([sys.executable, "-c", FRESH_PROCESS, export_dir, str(tmp_path)], check=True)
+    subprocess.run([sys.executable, "-c", FRESH_PROCESS, export_dir, str(tmp_path), str(REQUEST_SIZE)], check=True)
     dtypes = json.loads((tmp_path / "dtypes.json").read_text())
     assert dtypes == {"probabilities": "float32", "variables": ["bfloat16"]}
     probabilities = np.load(tmp_path / "probabilities.npy")
