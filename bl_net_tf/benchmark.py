@@ -10,7 +10,8 @@ Every model is built, warmed up (traced, and compiled with ``--xla on``), then t
 one step at a time in this one process, so a machine shared with other jobs slows them alike;
 each model's figure is the median over ``--steps`` steps. ``keras:NAME`` is a
 ``keras.applications`` model with random weights; ``export:ARCH`` and ``saved_model:DIR`` time a
-SavedModel's ``predict_images`` on uint8 images (see benchmark_models.py). Peak memory is the most
+SavedModel's ``predict_images`` on uint8 images, ``folded:ARCH`` the network an export serves as a
+Keras forward pass (see benchmark_models.py). Peak memory is the most
 the device's TensorFlow allocator held during one timed step above what it held before it (the
 model's own weights and optimizer slots live before the step and are not counted); see
 docs/benchmarks.md.

@@ -90,17 +90,28 @@ def build(name: str, settings, workdir: str) -> Contender:
             folded = fold_batch_norm(model, precision=precision)
             return Contender(name, make_step(folded, settings), "channels_last", macs, params, folded)
         from bl_net_tf.export import export_saved_model
+        from bl_net_tf.serving.preprocess import ServingLimits
 
         path = os.path.join(workdir, f"{len(os.listdir(workdir))}", "1")
-        export_saved_model(model, path, precision=precision)
+        limits = ServingLimits(max_batch=max(ServingLimits().max_batch, settings.batch_size))
+        export_saved_model(model, path, precision=precision, limits=limits)
         return _saved_model(name, path, settings, macs=macs, params=params)
     model, layout = keras_model(name, settings)
     return Contender(name, make_step(model, settings), layout, count_macs(model), count_params(model), model)
 
 
 def _saved_model(name: str, path: str, settings, *, macs, params) -> Contender:
+    import json
+
     import tensorflow as tf
 
+    from bl_net_tf.export import SETTINGS_FILE
+
+    exported = os.path.join(path, "assets.extra", SETTINGS_FILE)
+    max_batch = json.load(open(exported, encoding="utf-8")).get("max_batch") if os.path.isfile(exported) else None
+    if max_batch is not None and settings.batch_size > max_batch:
+        raise ValueError(f"{path} takes at most {max_batch} images per request; pass --batch_size {max_batch} "
+                         f"or export with --max_batch {settings.batch_size}")
     loaded = tf.saved_model.load(path)
     if SIGNATURE not in loaded.signatures:
         raise ValueError(f"{path} has no {SIGNATURE!r} signature (bl_net_tf.export writes one)")
