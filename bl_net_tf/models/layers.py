@@ -158,7 +158,9 @@ class ResizeLike(layers.Layer):
 
         if self.data_format == "channels_first":
             x = tf.transpose(x, [0, 2, 3, 1])
-        size = tf.shape(like)[h_axis:w_axis + 1]
+        # A static size gives the output a static shape, which grappler needs to fuse the merge's
+        # addition into the little branch's convolution (the shapes must match symbolically).
+        size = out_hw if None not in out_hw else tf.shape(like)[h_axis:w_axis + 1]
         if self.method == "nearest":
             y = tf.raw_ops.ResizeNearestNeighbor(images=x, size=size, align_corners=False,
                                                  half_pixel_centers=False)
