@@ -423,13 +423,22 @@ class _EndingDataFlow:
 
 
 def _within(seconds, function):
-    """``function()``'s result, computed in a thread that must end within ``seconds``."""
-    result = []
-    thread = threading.Thread(target=lambda: result.append(function()), daemon=True)
+    """``function()``'s result (or error), computed in a thread that must end within ``seconds``."""
+    outcome = []
+
+    def run():
+        try:
+            outcome.append(function())
+        except Exception as error:  # raised below, in the test's thread
+            outcome.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     thread.join(seconds)
     assert not thread.is_alive(), "still waiting"
-    return result[0]
+    if isinstance(outcome[0], Exception):
+        raise outcome[0]
+    return outcome[0]
 
 
 def test_a_terminated_dataflow_ends_the_epoch():
@@ -444,3 +453,30 @@ def test_a_stopped_producer_ends_the_epoch_instead_of_a_wait():
     next(stream)
     batches._stop()  # the producer returns without an end marker
     assert len(_within(10, lambda: list(stream))) <= 1  # at most the batch already queued
+
+
+class _SilentDataFlow:
+    """Stands in for a ``MultiProcessRunnerZMQ`` whose workers died: nothing ever arrives."""
+
+    def __init__(self):
+        self.release = threading.Event()
+
+    def reset_state(self):
+        pass
+
+    def __iter__(self):
+        self.release.wait()
+        return iter(())
+
+
+def test_dead_workers_are_reported_instead_of_a_wait():
+    import multiprocessing
+
+    worker = multiprocessing.get_context("fork").Process(target=os._exit, args=(3,))
+    worker.start()
+    worker.join()
+    dataflow = _SilentDataFlow()
+    batches = tensorpack_loader._WorkerBatches(dataflow, workers=lambda: [worker])
+    with pytest.raises(RuntimeError, match=r"the 1 Tensorpack worker processes ended \(exit codes 3\)"):
+        _within(10, lambda: list(batches()))
+    dataflow.release.set()

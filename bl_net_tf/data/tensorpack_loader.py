@@ -148,13 +148,18 @@ class _WorkerBatches:
     hands them over a bounded queue, because tf.data calls a generator from varying
     threads while a ZMQ socket must be used by one thread at a time. Each call
     yields ``len(dataflow)`` batches of the workers' endless stream.
+
+    The consumer waits in slices of :data:`_POLL_SECONDS`: when the producing thread
+    has ended the epoch ends; when every worker process (``workers()``, a list of
+    ``multiprocessing.Process``) has died, no batch can come, and it says so.
     """
 
     _END = object()
 
-    def __init__(self, dataflow, queue_size: int = 4):
+    def __init__(self, dataflow, queue_size: int = 4, workers=list):
         self.dataflow = dataflow
         self.dataflow.reset_state()
+        self.workers = workers()
         self.queue = queue.Queue(queue_size)
         self.stopping = threading.Event()
         self.thread = None
@@ -202,9 +207,13 @@ class _WorkerBatches:
             try:
                 item = self.queue.get(timeout=_POLL_SECONDS)
             except queue.Empty:
-                if self.thread.is_alive():
-                    continue
-                return  # the producer ended without a word (it was stopped): so does the epoch
+                if not self.thread.is_alive():
+                    return  # the producer ended without a word (it was stopped): so does the epoch
+                if self.workers and not any(worker.is_alive() for worker in self.workers):
+                    codes = ", ".join(str(worker.exitcode) for worker in self.workers)
+                    raise RuntimeError(f"the {len(self.workers)} Tensorpack worker processes ended (exit codes "
+                                       f"{codes}) and no batch can come; see their messages above")
+                continue
             if item is self._END:
                 return
             if isinstance(item, Exception):
@@ -222,11 +231,13 @@ def images(image_list: ImageList, *, train: bool, image_size: int, batch_size: i
     flow = MapData(files, DecodeBGR(skipped))
     flow = AugmentImageComponent(flow, fbresnet_augmentors(train, image_size), copy=False)
     # Without shuffling, every worker would send the same images in the same order.
-    in_workers = train and shuffle
-    if in_workers:
-        flow = MultiProcessRunnerZMQ(flow, num_proc=len(os.sched_getaffinity(0)))
-    flow = BatchData(flow, batch_size, remainder=not drop_remainder)
-    batches = _WorkerBatches(flow) if in_workers else _InProcessBatches(flow)
+    if train and shuffle:
+        runner = MultiProcessRunnerZMQ(flow, num_proc=len(os.sched_getaffinity(0)))
+        # runner._procs: its worker processes, started when _WorkerBatches resets the flow.
+        batches = _WorkerBatches(BatchData(runner, batch_size, remainder=not drop_remainder),
+                                 workers=lambda: runner._procs)
+    else:
+        batches = _InProcessBatches(BatchData(flow, batch_size, remainder=not drop_remainder))
     batch = batch_size if drop_remainder else None
     signature = (tf.TensorSpec([batch, image_size, image_size, 3], tf.uint8),
                  tf.TensorSpec([batch], tf.int32))

@@ -3,7 +3,8 @@
 * ``TF_CONFIG`` in the environment: ``MultiWorkerMirroredStrategy`` over every worker
   (each uses its ``--gpus`` GPUs, or its CPU with ``--gpus=0``);
 * ``--gpus=N`` (N >= 2): ``MirroredStrategy`` over the first N GPUs, as Tensorpack's
-  ``SyncMultiGPUTrainerReplicated``: gradients are all-reduced, BN statistics stay per replica;
+  ``SyncMultiGPUTrainerReplicated``: gradients are all-reduced, BN batch statistics are per replica
+  (the moving statistics are averaged over the replicas before each checkpoint, see loop.py);
 * ``--gpus=1``: one GPU; ``--gpus=0``: the CPU. Without ``--gpus``, every visible GPU.
 """
 from __future__ import annotations
