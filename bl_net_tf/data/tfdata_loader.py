@@ -12,7 +12,7 @@ compares the examples that came through with those that went in: a missing one i
 named, with the reason, and counted in ``SkippedFiles`` by a ``tf.py_function`` that
 runs only then. A bad file thus neither ends an epoch nor goes unreported. Groups
 rather than single examples: a dataset per example cost a third more CPU per image;
-per group of 16, nothing measurable (docs/data.md).
+per group of 16, no more than one parallel map (docs/data.md).
 """
 import os
 
