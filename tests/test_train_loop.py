@@ -135,6 +135,15 @@ def test_a_garbage_state_file_does_not_restart_from_step_0(two_epochs, tmp_path,
         assert len(checkpoint_files(model_dir)) == 6
 
 
+def test_a_complete_checkpoint_that_the_state_file_misses_is_resumed_from(two_epochs, tmp_path):
+    """A kill after ckpt-8's files were written and before the state file was updated."""
+    model_dir = shutil.copytree(two_epochs, tmp_path / "run")
+    (model_dir / "checkpoint").write_text('model_checkpoint_path: "ckpt-4"\nall_model_checkpoint_paths: "ckpt-4"\n')
+    assert int(training.build(config(model_dir, epochs=2), model_fn=tiny).step.numpy()) == 8
+    assert [os.path.basename(p) for p in tf.train.get_checkpoint_state(str(model_dir)).all_model_checkpoint_paths] \
+        == ["ckpt-4", "ckpt-8"]  # rewritten: both are counted among the three kept
+
+
 def test_checkpoints_that_cannot_be_restored_stop_the_run_unless_start_fresh(tmp_path, caplog):
     training.run(config(tmp_path), model_fn=tiny)
     (tmp_path / "ckpt-4.index").write_bytes(b"garbage")

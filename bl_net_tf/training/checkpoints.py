@@ -87,15 +87,18 @@ def find_checkpoints(model_dir: str) -> list:
     return [os.path.join(model_dir, f"{PREFIX}-{step}") for step in sorted(steps, reverse=True)]
 
 
-def _state_file_problem(model_dir: str) -> Optional[str]:
-    """Why the ``checkpoint`` state file of ``model_dir`` cannot be read; None if it can or is absent."""
+def _read_state_file(model_dir: str) -> tuple:
+    """``(names of the checkpoints the state file lists, why it cannot be read)``; ``([], None)``
+    without a state file."""
     if not tf.io.gfile.exists(os.path.join(model_dir, STATE_FILE)):
-        return None
+        return [], None
     try:
         state = tf.train.get_checkpoint_state(model_dir)  # None (and a TF warning) on a parse error
     except (ValueError, tf.errors.OpError) as error:  # UnicodeDecodeError is a ValueError
-        return _first_line(error)
-    return None if state is not None else "it does not parse as a checkpoint state"
+        return [], _first_line(error)
+    if state is None:
+        return [], "it does not parse as a checkpoint state"
+    return [os.path.basename(path) for path in state.all_model_checkpoint_paths], None
 
 
 def _write_state_file(model_dir: str, latest: str, others: list) -> None:
@@ -180,7 +183,7 @@ class Checkpointer:
                 self._set_aside()
             return None
         found = find_checkpoints(self.model_dir)
-        state_problem = _state_file_problem(self.model_dir)
+        listed, state_problem = _read_state_file(self.model_dir)
         if state_problem is not None:
             logger.warning("the checkpoint state file of %s cannot be read (%s); finding the checkpoints by "
                            "their files", self.model_dir, state_problem)
@@ -201,20 +204,24 @@ class Checkpointer:
             except _MISMATCHED as error:
                 failures.append((path, "does not match this model and configuration", _first_line(error)))
             else:
-                if state_problem is not None and self.is_chief:
-                    self._rewrite_state_file(path, found)
+                # A state file that cannot be read, or that misses the checkpoint (a kill after the
+                # files were written, before the state file was), is rewritten: the manager then
+                # deletes the oldest checkpoints as usual.
+                if self.is_chief and (state_problem is not None or os.path.basename(path) not in listed):
+                    self._rewrite_state_file(path, found, keep_old=state_problem is not None)
                 return path
             logger.warning("skipping checkpoint %s: it %s (%s)", *failures[-1])
         reasons = "; ".join(f"{path} {kind} ({reason[:200]})" for path, kind, reason in failures)
         raise ValueError(f"no checkpoint of {self.model_dir} can be restored: {reasons}; {_CHOICES}")
 
-    def _rewrite_state_file(self, restored: str, found: list) -> None:
+    def _rewrite_state_file(self, restored: str, found: list, keep_old: bool) -> None:
         state = os.path.join(self.model_dir, STATE_FILE)
         kept = state + ".unreadable"
-        tf.io.gfile.rename(state, kept, overwrite=True)
+        if keep_old:
+            tf.io.gfile.rename(state, kept, overwrite=True)
         _write_state_file(self.model_dir, restored, [path for path in reversed(found) if path != restored])
-        logger.warning("rewrote the checkpoint state file of %s from the checkpoint files (the unreadable one "
-                       "is kept as %s)", self.model_dir, kept)
+        logger.warning("rewrote the checkpoint state file of %s from the checkpoint files%s", self.model_dir,
+                       f" (the unreadable one is kept as {kept})" if keep_old else "")
 
     def _set_aside(self) -> None:
         names = [name for name in tf.io.gfile.listdir(self.model_dir)
