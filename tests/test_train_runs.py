@@ -249,19 +249,18 @@ def test_a_bad_flag_is_one_error_line_and_a_nonzero_exit():
 
 @pytest.fixture(scope="module")
 def app():
-    """train_imagenet.py's main(), run in this process (flags parsed anew for each call)."""
-    import importlib.util
-
+    """What train_imagenet.py and bl-net-train run, in this process (flags parsed anew for each call)."""
     from absl import flags
 
-    spec = importlib.util.spec_from_file_location("train_imagenet", TRAIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from bl_net_tf.training import cli, flags as training_flags
+
+    flag_values = flags.FlagValues()
+    training_flags.define_flags(flag_values)
 
     def main(*argv):
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(["train_imagenet.py", *argv])
-        return module.main(["train_imagenet.py"])
+        flag_values.unparse_flags()
+        flag_values(["train_imagenet.py", *argv])
+        return cli.run(flag_values)
 
     return main
 
