@@ -126,7 +126,8 @@ def make_replica_sync(strategy: tf.distribute.Strategy, model: keras.Model):
 
     def replica_sync():
         context = tf.distribute.get_replica_context()
-        means = context.all_reduce(tf.distribute.ReduceOp.MEAN, [v.value for v in variables])
+        # Tensors of this replica's copies (a variable here would make the variable the destination).
+        means = context.all_reduce(tf.distribute.ReduceOp.MEAN, [tf.identity(v.value) for v in variables])
         for variable, mean in zip(variables, means):
             variable.assign(mean)  # this replica's copy
 
