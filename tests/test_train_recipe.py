@@ -97,6 +97,7 @@ def test_flagfile_builds_its_model(name):
 @pytest.mark.parametrize("argv, message", [
     (["--arch=bl-resnet42"], "unknown arch 'bl-resnet42'"),
     (["--arch=resnet50", "--cardinality=8"], "cardinality/base_width apply to ResNeXt"),
+    (["--arch=bl-resnext50-32x4d", "--alpha=3"], "alpha must divide the 64 stem channels"),  # the model's check
     (["--epochs=3", "--warmup_epochs=3"], "warmup_epochs must be in [0, epochs=3)"),
     (["--lr=-1"], "lr must be > 0"),
     (["--batch_size=0"], "batch_size must be an integer >= 1"),

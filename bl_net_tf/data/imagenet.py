@@ -3,7 +3,7 @@ import numbers
 
 import tensorflow as tf
 
-from bl_net_tf.data import folder, sources, tensorpack_loader, tfdata_loader
+from bl_net_tf.data import folder, recipe, sources, tensorpack_loader, tfdata_loader
 from bl_net_tf.data.skipped import SkippedFiles
 
 SPLITS = {"train": "train", "val": "val", "validation": "val"}
@@ -18,7 +18,7 @@ def _positive_int(name: str, value) -> None:
 def imagenet_dataset(data_dir: str, split: str, batch_size: int, *, loader: str = "tfdata",
                      image_size: int = 224, eval_image_size=None, shuffle=None, seed=None,
                      drop_remainder=None, input_context=None, label_offset=None,
-                     skipped=None) -> tf.data.Dataset:
+                     skipped=None, eval_protocol: str = recipe.DEFAULT_EVAL_PROTOCOL) -> tf.data.Dataset:
     """ImageNet batches ``(images uint8 [B, H, W, 3] RGB, labels int32 [B])``.
 
     Args:
@@ -32,8 +32,8 @@ def imagenet_dataset(data_dir: str, split: str, batch_size: int, *, loader: str 
             the paper used, image folders only; needs the ``tensorpack`` extra).
         image_size: training crop size; the evaluation size when ``eval_image_size``
             is None.
-        eval_image_size: evaluation crop size, after resizing the shorter side to
-            ``round(eval_image_size / 0.875)`` (the paper's "@256" rows use 256).
+        eval_image_size: evaluation crop size (the paper's "@256" rows use 256), after
+            resizing the shorter side as ``eval_protocol`` says.
         shuffle: shuffle the images; defaults to True for train, False for val.
         seed: makes the tf.data loader's order and augmentation reproducible.
         drop_remainder: drop a last partial batch; defaults to True for train and
@@ -46,6 +46,10 @@ def imagenet_dataset(data_dir: str, split: str, batch_size: int, *, loader: str 
             logged as warnings, with the reason, either way. Files found by the listing
             (not regular files, dangling links) are counted when the dataset is made,
             those found when reading on every pass over them.
+        eval_protocol: the shorter side the evaluation images are resized to before the
+            centre crop: "official" (256 for 224 and for 256, as the official release;
+            size / 0.875 for other sizes), or "fraction" (size / 0.875); see
+            ``recipe.EVAL_PROTOCOLS`` and docs/data.md.
 
     Returns:
         A ``tf.data.Dataset`` of one epoch (repeat it for more).
@@ -61,6 +65,7 @@ def imagenet_dataset(data_dir: str, split: str, batch_size: int, *, loader: str 
     _positive_int("image_size", image_size)
     if eval_image_size is not None:
         _positive_int("eval_image_size", eval_image_size)
+    recipe.check_eval_protocol(eval_protocol)
     split = SPLITS[split]
     train = split == "train"
     shuffle = train if shuffle is None else shuffle
@@ -83,7 +88,8 @@ def imagenet_dataset(data_dir: str, split: str, batch_size: int, *, loader: str 
         if loader == "tensorpack":
             return tensorpack_loader.images(image_list, train=train, image_size=size,
                                             batch_size=batch_size, shuffle=shuffle,
-                                            drop_remainder=drop_remainder, skipped=skipped)
+                                            drop_remainder=drop_remainder, skipped=skipped,
+                                            eval_protocol=eval_protocol)
         examples = sources.folder_examples(image_list, shuffle=shuffle, seed=seed)
     else:
         examples = sources.examples(source, data_dir, split, shuffle=shuffle, seed=seed,
@@ -92,4 +98,5 @@ def imagenet_dataset(data_dir: str, split: str, batch_size: int, *, loader: str 
     return tfdata_loader.images(examples, read_files=source is sources.Source.FOLDER, train=train,
                                 image_size=size, batch_size=batch_size,
                                 drop_remainder=drop_remainder, seed=seed,
-                                deterministic=seed is not None or not shuffle, skipped=skipped)
+                                deterministic=seed is not None or not shuffle, skipped=skipped,
+                                eval_protocol=eval_protocol)

@@ -18,7 +18,7 @@ import os
 
 import tensorflow as tf
 
-from bl_net_tf.data import augment, decode, integrity
+from bl_net_tf.data import augment, decode, integrity, recipe
 from bl_net_tf.data.skipped import SkippedFiles
 
 # Examples per group (see above): large enough to spread a dataset's set-up cost, small enough to keep
@@ -53,13 +53,13 @@ def _reporter(skipped: SkippedFiles, read_files: bool):
 
 
 def images(examples: tf.data.Dataset, *, read_files: bool, train: bool, image_size: int,
-           batch_size: int, drop_remainder: bool, seed, deterministic: bool,
-           skipped: SkippedFiles) -> tf.data.Dataset:
+           batch_size: int, drop_remainder: bool, seed, deterministic: bool, skipped: SkippedFiles,
+           eval_protocol: str = recipe.DEFAULT_EVAL_PROTOCOL) -> tf.data.Dataset:
     """Batches ``(uint8 [B, S, S, 3] RGB, int32 [B])`` from ``(name, payload, label)``.
 
     ``payload`` is the encoded image, or with ``read_files`` the path of its file.
     ``train`` selects the random fbresnet augmentation at ``image_size``, else the
-    centre crop of ``image_size``. With a ``seed`` the augmentation is reproducible;
+    evaluation transform (``eval_protocol``) at ``image_size``. With a ``seed`` the augmentation is reproducible;
     each new iteration (epoch) still draws new augmentations. ``deterministic``
     keeps the order of ``examples`` through the whole pipeline (for the sources'
     parallel reads too); without it, an image that is slow to read does not hold
@@ -69,11 +69,11 @@ def images(examples: tf.data.Dataset, *, read_files: bool, train: bool, image_si
 
     def load(index, name, payload, label, seed_pair):
         encoded = tf.io.read_file(payload) if read_files else payload
-        is_jpeg, _ = integrity.inspect_tensor(encoded)
         if train:
+            is_jpeg, _ = integrity.inspect_tensor(encoded)  # only a complete JPEG takes the fast crop
             image = augment.train_image(encoded, is_jpeg, seed_pair, image_size)
         else:
-            image = augment.eval_image(encoded, is_jpeg, image_size)
+            image = augment.eval_image(encoded, image_size, protocol=eval_protocol, label=name)
         return image, label, index
 
     def group_images(group, seed_pairs):

@@ -11,6 +11,7 @@ import dataclasses
 import keras
 from keras import layers, ops
 
+from bl_net_tf.constants import UPSAMPLE_MODES
 from bl_net_tf.models import batch_norm as fused_batch_norm
 from bl_net_tf.models import grouped_conv
 
@@ -22,8 +23,6 @@ BN_EPSILON = 1e-5
 # ImageNet statistics in RGB order, for images in [0, 255].
 IMAGENET_MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
-
-UPSAMPLE_MODES = ("bilinear", "nearest")
 
 # He-normal over fan-out, as the official release (kaiming_normal_, mode="fan_out") and
 # tensorpack's variance_scaling_initializer(2.0, mode="fan_out") do. A config, not an instance: each

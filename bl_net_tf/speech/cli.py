@@ -21,8 +21,9 @@ import sys
 
 from absl import flags
 
+from bl_net_tf import constants
 from bl_net_tf.speech import demo
-from bl_net_tf.speech.trainer import XLA_MODES, SpeechTrainConfig, train
+from bl_net_tf.speech.trainer import SpeechTrainConfig, train
 from bl_net_tf.training.cli import run_command
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -35,9 +36,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_string("arch", d.arch, "resnet22-speech, bl-resnet22-speech or bl-pyr-resnet22-speech.", **fv)
     flags.DEFINE_integer("alpha", d.alpha, "Width divisor of the Little-Branch.", **fv)
     flags.DEFINE_integer("beta", d.beta, "Depth divisor of the Little-Branch.", **fv)
-    flags.DEFINE_enum("merge", d.merge, ["add", "concat"], "How the branches merge.", **fv)
+    flags.DEFINE_enum("merge", d.merge, constants.MERGE_KINDS, "How the branches merge.", **fv)
     flags.DEFINE_integer("num_classes", d.num_classes, "Context-dependent states (32k in the paper).", **fv)
-    flags.DEFINE_enum("data_format", None, ["channels_first", "channels_last"],
+    flags.DEFINE_enum("data_format", None, constants.DATA_FORMATS,
                       "Layout inside the model (default: channels_first on GPU).", **fv)
     flags.DEFINE_integer("batch_size", d.batch_size, "Windows per batch.", **fv)
     flags.DEFINE_integer("epochs", d.epochs, "Training epochs.", **fv)
@@ -50,7 +51,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one pass over the data).", **fv)
     flags.DEFINE_string("model_dir", None, "Weights, metrics.json and a resumable backup go here.", **fv)
     flags.DEFINE_integer("seed", None, "Seed of the initialisation and the shuffling.", **fv)
-    flags.DEFINE_enum("xla", d.xla, list(XLA_MODES), "XLA-compile the training step (auto: with a GPU).", **fv)
+    flags.DEFINE_enum("xla", d.xla, constants.XLA_MODES, "XLA-compile the training step (auto: with a GPU).", **fv)
 
 
 def run(flag_values: flags.FlagValues = flags.FLAGS) -> int:

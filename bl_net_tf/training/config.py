@@ -14,11 +14,12 @@ import dataclasses
 import math
 from typing import Optional
 
-LR_SCHEDULES = ("cosine", "step")
-DATA_FORMATS = ("auto", "channels_first", "channels_last")
-XLA_MODES = ("auto", "on", "off")
-MIXED_PRECISION = ("none", "float16", "bfloat16")
-LOADERS = ("tfdata", "tensorpack")
+from bl_net_tf import constants
+from bl_net_tf.constants import LOADERS, LR_SCHEDULES, MIXED_PRECISION, XLA_MODES  # noqa: F401 (flags.py)
+from bl_net_tf.constants import check_choice as _choice, check_positive_int as _positive_int
+from bl_net_tf.data import recipe
+
+DATA_FORMATS = ("auto",) + constants.DATA_FORMATS
 
 # The learning rate for a global batch of 256 (Goyal et al. 2017's linear scaling rule, as
 # Tensorpack's BASE_LR = 0.1 * batch / 256).
@@ -31,7 +32,8 @@ TENSORPACK_WARMUP_EPOCHS = 3
 # cores. BN momentum 0.9 and zero-initialised last gammas (in the model) make this work; the rate
 # is above the linear-scaling rule's 0.0125 because the run is short; the warm-up keeps the first
 # epochs from diverging, and 20 epochs get through the fbresnet crops (down to 8% of a digit).
-# Measured on the demo: 12 epochs 16% error without warm-up, 8% with; 15 epochs 11%; 20 epochs 3%.
+# Measured on the demo: 12 epochs 16% error without warm-up, 8% with; 15 epochs 11%; 20 epochs 3.1%
+# (docs/training.md).
 DEMO_DEFAULTS = dict(image_size=32, batch_size=32, epochs=20, lr=0.05, warmup_epochs=2.0, log_steps=10)
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +70,7 @@ class TrainConfig:
     eval_only: bool = False
     image_size: int = 224
     eval_image_size: Optional[int] = None
+    eval_protocol: str = recipe.DEFAULT_EVAL_PROTOCOL
     export_dir: Optional[str] = None
     steps_per_epoch: Optional[int] = None
     seed: Optional[int] = None
@@ -106,11 +109,14 @@ class TrainConfig:
         Raises:
           ValueError: one line naming the bad value and what is allowed.
         """
-        from bl_net_tf.models import registry
+        from bl_net_tf.models.factory import validate_model_options
 
-        registry.get_spec(self.arch, self.cardinality, self.base_width)  # unknown arch / widths
         for name in ("alpha", "beta", "batch_size", "epochs", "image_size", "eval_every_epochs", "log_steps"):
             _positive_int(name, getattr(self, name))
+        # Everything create_model will check (arch, widths, alpha against them, input size), up front.
+        validate_model_options(self.arch, alpha=self.alpha, beta=self.beta, cardinality=self.cardinality,
+                               base_width=self.base_width, input_shape=(self.image_size, self.image_size, 3),
+                               include_preprocessing=True)
         for name in ("eval_image_size", "steps_per_epoch"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
@@ -119,6 +125,7 @@ class TrainConfig:
         _choice("xla", self.xla, XLA_MODES)
         _choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
         _choice("loader", self.loader, LOADERS)
+        _choice("eval_protocol", self.eval_protocol, recipe.EVAL_PROTOCOLS)
         if self.gpus is not None and (isinstance(self.gpus, bool) or self.gpus < 0):
             raise ValueError(f"gpus must be >= 0 (0 trains on the CPU), got {self.gpus}")
         if not (_finite(self.peak_lr) and self.peak_lr > 0):
@@ -141,16 +148,6 @@ class TrainConfig:
             raise ValueError(f"the demo evaluates at the training size ({self.image_size}): "
                              f"eval_image_size={self.eval_image_size} needs a --data_dir")
         return self
-
-
-def _positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
-def _choice(name: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
 
 
 def _finite(value: float) -> bool:

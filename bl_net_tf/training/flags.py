@@ -13,6 +13,7 @@ import os
 
 from absl import flags
 
+from bl_net_tf.data import recipe
 from bl_net_tf.training import config as cfg
 
 _DEFAULTS = cfg.TrainConfig()
@@ -49,8 +50,10 @@ FLAGS_SPEC = {
                           "they are moved into <model_dir>/previous-<time>/ first, nothing is deleted."),
     "eval_only": (bool, "Evaluate the latest checkpoint of --model_dir and stop."),
     "image_size": (int, "Training crop size."),
-    "eval_image_size": (int, "Evaluation centre-crop size (after resizing the shorter side to "
-                             "size / 0.875). Default: --image_size. The paper's @256 rows: 256."),
+    "eval_image_size": (int, "Evaluation centre-crop size. Default: --image_size. The paper's @256 rows: 256."),
+    "eval_protocol": (recipe.EVAL_PROTOCOLS, "The shorter side evaluation images are resized to before the centre "
+                                             "crop: official (256 for 224 and for 256, as the official release; "
+                                             "size / 0.875 for other sizes) or fraction (size / 0.875). docs/data.md."),
     "export_dir": (str, "Write a SavedModel for TF Serving here at the end (replacing it)."),
     "steps_per_epoch": (int, "Steps per epoch. Default: training images // batch_size."),
     "seed": (int, "Seed of the initialisation and the input order (default: random)."),

@@ -19,8 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bl_net_tf.models import create_model
-from bl_net_tf.training import distribute, inputs, optimizer as optimizers, schedule as schedules, steps
+from bl_net_tf.training import distribute, inputs, optimizer as optimizers, run_config, schedule as schedules, steps
 from bl_net_tf.training.checkpoints import Checkpointer, check_writable, find_checkpoints
 from bl_net_tf.training.config import TrainConfig
 from bl_net_tf.training.preemption import Stopped, StopRequest
@@ -117,10 +116,8 @@ def build(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None
     size = config.image_size if config.eval_image_size in (None, config.image_size) else None
     with strategy.scope(), _dtype_policy(_POLICIES[config.mixed_precision]):
         if model_fn is None:
-            model = create_model(config.arch, alpha=config.alpha, beta=config.beta, num_classes=data.num_classes,
-                                 input_shape=(size, size, 3), data_format=data_format,
-                                 include_preprocessing=True, cardinality=config.cardinality,
-                                 base_width=config.base_width)
+            model = run_config.create_run_model(run_config.model_options(config, data.num_classes),
+                                                input_shape=(size, size, 3), data_format=data_format)
         else:
             model = model_fn(num_classes=data.num_classes, input_shape=(size, size, 3), data_format=data_format)
         schedule = schedules.from_config(config, steps_per_epoch)
@@ -137,6 +134,8 @@ def build(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None
     path = checkpointer.restore(start_fresh=config.start_fresh)
     if path is not None:
         logger.info("resumed from %s at step %d", path, int(step.numpy()))
+    if is_chief:  # what `python -m bl_net_tf.export --model_dir` needs
+        run_config.write(config.model_dir, run_config.from_training(config, data, custom_model=model_fn is not None))
     return session
 
 
@@ -272,6 +271,6 @@ def run(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None, 
         from bl_net_tf.export import export_saved_model
 
         export_saved_model(session.model, config.export_dir, image_size=config.eval_image_size or config.image_size,
-                           class_names=session.data.class_names, overwrite=True)
+                           class_names=session.data.class_names, eval_protocol=config.eval_protocol, overwrite=True)
         logger.info("exported a SavedModel to %s", config.export_dir)
     return errors

@@ -13,6 +13,8 @@ import math
 import keras
 import tensorflow as tf
 
+from bl_net_tf.constants import LR_SCHEDULES, check_choice
+
 # Tensorpack's ScheduledHyperParamSetter for 110 epochs: (epoch, factor of the base rate).
 STEP_BOUNDARIES = (30, 60, 85, 95, 105)
 STEP_FACTOR = 0.1
@@ -35,8 +37,7 @@ class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, peak_lr: float, steps_per_epoch: int, epochs: int, kind: str = "cosine",
                  warmup_epochs: float = 0.0, warmup_start_lr: float = 0.0):
-        if kind not in ("cosine", "step"):
-            raise ValueError(f"unknown lr_schedule {kind!r}; allowed: cosine, step")
+        check_choice("lr_schedule", kind, LR_SCHEDULES)
         self.peak_lr = float(peak_lr)
         self.steps_per_epoch = int(steps_per_epoch)
         self.epochs = int(epochs)
