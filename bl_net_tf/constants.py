@@ -16,6 +16,11 @@ MERGE_KINDS = ("add", "concat")
 BRANCH_COUNTS = (2, 3)
 # How the Big-Branch is upsampled: bilinear (the paper) or nearest (the official PyTorch release).
 UPSAMPLE_MODES = ("bilinear", "nearest")
+# The projection shortcut of a bottleneck that changes shape: "conv", Tensorpack's 1x1 conv + BN
+# carrying the stride (the plain baselines, as the paper trained them), or "avgpool", the official
+# release's 3x3/s2 average pool, then a 1x1 conv + BN (the bL models). models/families.py says
+# which family takes which by default.
+SHORTCUT_KINDS = ("conv", "avgpool")
 # What a registered architecture takes: (height, width, 3) images or log-mel windows.
 TASKS = ("image", "speech")
 

@@ -40,6 +40,12 @@ class PaperRow:
     params_tol: float | None = None  # None: equal to the printed digit; else relative
     flops_tol: float | None = None
     params_implied: bool = False  # held to what the table's other rows imply (expected_mparams)
+    printed_in: tuple = ()  # the tables that present the row, where ``table`` ("1/11") is not exact
+
+    @property
+    def tables(self) -> tuple:
+        """The paper's tables that present this row, e.g. ``("1", "11")``."""
+        return self.printed_in or tuple(self.table.split("/"))
 
     @property
     def kwargs(self) -> dict:
@@ -76,19 +82,22 @@ def _within(tolerance: float) -> dict:
 _FC_WITHIN_3PCT = dict(include_fc=True, **_within(0.03))
 
 
+# Table 11 repeats Table 1 and adds rows; two of its rows are Table 2's too.
+_T1, _T11, _T2 = dict(printed_in=("1", "11")), dict(printed_in=("11",)), dict(printed_in=("2", "11"))
+
 ROWS = (
     # Tables 1 and 11: the Little-Branch's width (α) and depth (β).
-    PaperRow("1/11", "resnet50", 25.55, 4.09, 23.66, **_within(0.01)),
-    PaperRow("1/11", "bl-resnet50", 34.12, 5.65, 21.75, options=_ab(1, 1)),
-    PaperRow("1/11", "bl-resnet50", 30.14, 4.34, 22.11, options=_ab(1, 2)),
-    PaperRow("1/11", "bl-resnet50", 26.97, 2.91, 22.72, options=_ab(2, 2)),
-    PaperRow("1/11", "bl-resnet50", 26.69, 2.85, 22.69, options=_ab(2, 4)),
-    PaperRow("1/11", "bl-resnet50", 26.31, 2.49, 23.20, options=_ab(4, 2)),
-    PaperRow("1/11", "bl-resnet50", 26.24, 2.48, 23.15, options=_ab(4, 4)),
-    PaperRow("1/11", "resnet101", 44.54, 7.80, 21.95, **_within(0.01)),
-    PaperRow("1/11", "bl-resnet101", 63.32, 10.29, 20.31, options=_ab(1, 1)),
-    PaperRow("1/11", "bl-resnet101", 43.39, 4.27, 21.40, options=_ab(2, 2)),
-    PaperRow("1/11", "bl-resnet101", 41.85, 3.89, 21.80, options=_ab(2, 4)),
+    PaperRow("1/11", "resnet50", 25.55, 4.09, 23.66, **_T1, **_within(0.01)),
+    PaperRow("1/11", "bl-resnet50", 34.12, 5.65, 21.75, options=_ab(1, 1), **_T11),
+    PaperRow("1/11", "bl-resnet50", 30.14, 4.34, 22.11, options=_ab(1, 2), **_T11),
+    PaperRow("1/11", "bl-resnet50", 26.97, 2.91, 22.72, options=_ab(2, 2), **_T1),
+    PaperRow("1/11", "bl-resnet50", 26.69, 2.85, 22.69, options=_ab(2, 4), **_T1),
+    PaperRow("1/11", "bl-resnet50", 26.31, 2.49, 23.20, options=_ab(4, 2), **_T1),
+    PaperRow("1/11", "bl-resnet50", 26.24, 2.48, 23.15, options=_ab(4, 4), **_T1),
+    PaperRow("1/11", "resnet101", 44.54, 7.80, 21.95, **_T2, **_within(0.01)),
+    PaperRow("1/11", "bl-resnet101", 63.32, 10.29, 20.31, options=_ab(1, 1), **_T11),
+    PaperRow("1/11", "bl-resnet101", 43.39, 4.27, 21.40, options=_ab(2, 2), **_T11),
+    PaperRow("1/11", "bl-resnet101", 41.85, 3.89, 21.80, options=_ab(2, 4), **_T2),
     # Table 2: backbones (α=2, β=4), at 224 and evaluated at 256.
     PaperRow("2", "bl-resnet101", 41.85, 5.08, 21.04, 256, _ab(2, 4)),
     PaperRow("2", "resnet152", 60.19, 11.51, 21.51, **_within(0.01)),
@@ -202,3 +211,99 @@ def top1_err(arch: str, alpha: int = 2, beta: int = 4) -> float | None:
                 not kwargs or (kwargs["alpha"], kwargs["beta"]) == (alpha, beta)):
             return row.top1_err
     return None
+
+
+# ---- every ImageNet row as a training configuration (flags/*.cfg) ------------------------------
+
+# The rows a flagfile trains: every ImageNet classification table.
+FLAGFILE_TABLES = ("1/11", "2", "6", "7", "8")
+# Appendix A.1's recipe, which every one of them was trained with: pinned in each flagfile at
+# TrainConfig's defaults (training/config.py), so that a file shows the whole recipe. Not the
+# learning rate nor the warm-up: the linear-scaling rule derives both from --batch_size, so a user
+# who adds --batch_size=512 after the file gets 0.2 and Tensorpack's warm-up.
+RECIPE_FLAGS = ("batch_size", "epochs", "lr_schedule", "weight_decay", "momentum", "label_smoothing", "image_size")
+# The flags of an @256 row: the model its 224 row trained, evaluated on 256 crops.
+EVAL_FLAGS = ("batch_size",)
+_FAMILY_NAMES = {"resnet": "ResNet", "resnext": "ResNeXt", "seresnext": "SEResNeXt"}
+
+
+def paper_name(arch: str, image_size: int = 224) -> str:
+    """The paper's name of an ImageNet ResNet-family arch: ``bL-ResNeXt-101@256 (32x4d)``."""
+    from bl_net_tf.models import registry
+
+    spec = registry.get_spec(arch)
+    name = ("bL-" if spec.big_little else "") + f"{_FAMILY_NAMES[spec.family]}-{spec.depth}"
+    name += ("-lowres" if spec.lowres else "") + (f"@{image_size}" if image_size != 224 else "")
+    return name + (f" ({spec.cardinality}x{spec.base_width}d)" if spec.cardinality > 1 else "")
+
+
+def _flag_line(name: str, value) -> str:
+    if value is True:
+        return f"--{name}"
+    return f"--no{name}" if value is False else f"--{name}={value}"
+
+
+def flagfile(row: PaperRow) -> tuple:
+    """``(name, text)`` of the flagfile that trains ``row`` (an @256 row: evaluates its 224 row's
+    model at 256). ``name`` is the run's default model_dir name (``TrainConfig.run_name``), with
+    ``@256`` for an evaluation row."""
+    from bl_net_tf.training.config import TrainConfig
+
+    defaults = TrainConfig()
+    model = {"arch": row.arch, **row.kwargs}
+    trained = TrainConfig(**model, data_dir="imagenet").run_name
+    evaluation = row.image_size != defaults.image_size
+    name = trained + (f"@{row.image_size}" if evaluation else "")
+    recipe = {k: getattr(defaults, k) for k in (EVAL_FLAGS if evaluation else RECIPE_FLAGS)}
+    values = {**model, **recipe, **({"eval_only": True} if evaluation else {}), "eval_image_size": row.image_size,
+              "model_dir": f"train_log/{trained}", "demo": False}
+    tables = " and ".join(row.tables)
+    label = ", ".join([f"Paper Table{'s' if len(row.tables) > 1 else ''} {tables}: "
+                       f"{paper_name(row.arch, row.image_size)}"] + [f"{k}={v}" for k, v in row.options])
+    if evaluation:
+        header = [f"{label}: the model", f"trained by the recipe {trained}, evaluated on the centre "
+                  f"{row.image_size}x{row.image_size} of images resized to {row.image_size}.",
+                  f"The paper's top-1 error: {row.top1_err:.2f}%. After training {trained}:"]
+    else:
+        header = [f"{label}, trained as Appendix A.1 (Tensorpack's recipe).",
+                  f"The paper's top-1 error: {row.top1_err:.2f}%. Train it:"]
+    header += [f"  bl-net-train --recipe={name} --data_dir=/path/to/imagenet",
+               "Generated from bl_net_tf/paper_tables.py (python -m bl_net_tf.paper_tables",
+               "--write_flagfiles=flags): change the table, not this file."]
+    lines = [f"# {line}" for line in header] + [_flag_line(k, v) for k, v in values.items()]
+    return name, "\n".join(lines) + "\n"
+
+
+def flagfiles() -> dict:
+    """``{name: text}``: one flagfile per row of Tables 1, 2, 6, 7, 8 and 11, in the paper's order."""
+    return dict(flagfile(row) for row in rows(*FLAGFILE_TABLES))
+
+
+def write_flagfiles(directory: str) -> list:
+    """Writes :func:`flagfiles` into ``directory`` as ``NAME.cfg`` (replacing them); returns the paths."""
+    import os
+
+    os.makedirs(directory, exist_ok=True)
+    paths = []
+    for name, text in flagfiles().items():
+        paths.append(os.path.join(directory, f"{name}.cfg"))
+        with open(paths[-1], "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+    return paths
+
+
+def main(argv=None) -> int:
+    """``python -m bl_net_tf.paper_tables --write_flagfiles=DIR``: (re)writes the paper's flagfiles."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bl_net_tf.paper_tables", description=main.__doc__)
+    parser.add_argument("--write_flagfiles", metavar="DIR", required=True,
+                        help="write one NAME.cfg per row of Tables 1, 2, 6, 7, 8 and 11 here (the checkout's flags/)")
+    args = parser.parse_args(argv)
+    paths = write_flagfiles(args.write_flagfiles)
+    print(f"wrote {len(paths)} flagfiles to {args.write_flagfiles}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

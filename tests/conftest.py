@@ -5,10 +5,22 @@ Test files import them (``from conftest import ...``): tests/ is on sys.path und
 import re
 
 import numpy as np
+import pytest
 
 import bl_net_tf
 from bl_net_tf import paper_tables
 from bl_net_tf.profile import count_macs, count_params
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_imagenet_from_the_environment(tmp_path_factory):
+    """Without --data_dir the trainer reads $IMAGENET_DIR or a TFDS imagenet2012 in $TFDS_DATA_DIR
+    (bl_net_tf/training/data_source.py): a test that leaves --data_dir out means the demo digits,
+    whatever this machine holds, in this process and in the commands it starts."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("IMAGENET_DIR", raising=False)
+        patch.setenv("TFDS_DATA_DIR", str(tmp_path_factory.mktemp("empty_tfds_data_dir")))
+        yield
 
 
 def _snake_case(class_name: str) -> str:

@@ -54,6 +54,7 @@ def test_the_trainer_writes_what_the_run_is(run):
     assert written == {
         "format_version": 1,
         "model": {"arch": "bl-resnet50", "alpha": 2, "beta": 4, "cardinality": None, "base_width": None,
+                  "merge": "add", "branches": 2, "merges": None, "upsample": "bilinear", "shortcut": "avgpool",
                   "num_classes": 10},
         "num_classes": 10, "image_size": SIZE, "eval_image_size": SIZE, "eval_protocol": "official",
         "class_names": DIGITS,

@@ -6,10 +6,14 @@ import keras
 import numpy as np
 import pytest
 
+import tensorflow as tf
+
 import bl_net_tf
 from bl_net_tf import paper_tables
+from bl_net_tf.models import blocks, registry
 from bl_net_tf.models.factory import validate_model_options
-from bl_net_tf.models.layers import ResizeLike
+from bl_net_tf.models.families import FAMILIES
+from bl_net_tf.models.layers import AvgPool3x3S2, LayerContext, ResizeLike
 from bl_net_tf.profile import count_macs
 from conftest import (assert_channels_first_matches_last, assert_equals_paper, auto_named_layers, output_shape,
                       paper_model, row_id)
@@ -29,6 +33,23 @@ def test_fc_is_counted_when_asked():
     assert count_macs(model) - count_macs(model, include_fc=False) == 2048 * 10
 
 
+def assert_shortcuts_as_the_paper_trained(model, spec) -> None:
+    """The plain baselines (lowres included) were trained with Tensorpack (Appendix A.1), whose
+    ``resnet_shortcut`` (examples/ResNet/resnet_model.py) is a 1x1 conv + BN that carries the
+    block's stride: no average pooling in any shortcut, one stride-1 projection (stage2's widening)
+    and one strided per later stage. The bL models keep the official release's ``downsample``
+    (models/blresnet.py: ``AvgPool2d(3, 2, padding=1)``, then a stride-1 1x1 conv + BN), which the
+    official weights need; a ResNet-D-like pooled shortcut on the baselines would narrow the gap
+    the paper reports."""
+    convs = sorted(layer.strides for layer in model.layers if layer.name.endswith("_shortcut_conv"))
+    if spec.big_little:
+        assert any(layer.name.endswith("_shortcut_pool") for layer in model.layers)
+        assert set(convs) == {(1, 1)}
+    else:
+        assert not any(isinstance(layer, AvgPool3x3S2) for layer in model.layers)
+        assert convs == [(1, 1), (2, 2), (2, 2), (2, 2)]
+
+
 @pytest.mark.parametrize("arch", bl_net_tf.list_models())
 def test_every_arch_runs_forward_on_a_small_image(arch):
     model = bl_net_tf.create_model(arch, num_classes=7, input_shape=(64, 64, 3), data_format="channels_last")
@@ -37,7 +58,39 @@ def test_every_arch_runs_forward_on_a_small_image(arch):
     assert np.all(np.isfinite(np.asarray(logits)))
     # Every layer has a meaningful name: no Keras counters such as conv2d_17.
     assert not auto_named_layers(model)
+    spec = registry.get_spec(arch)
+    if FAMILIES[spec.family].shortcuts:
+        assert_shortcuts_as_the_paper_trained(model, spec)
     keras.backend.clear_session()
+
+
+def test_shortcut_defaults_to_how_each_model_was_trained_and_can_be_chosen():
+    """None resolves per arch (assert_shortcuts_as_the_paper_trained says why); either kind can be
+    asked for, and names the model when it is not the arch's default."""
+    for arch in ("resnet50", "resnet101", "resnet50-lowres", "resnext50-32x4d", "seresnext50-32x4d"):
+        assert validate_model_options(arch).shortcut == "conv"
+    for arch in ("bl-resnet50", "bl-resnext101", "bl-seresnext50"):
+        assert validate_model_options(arch).shortcut == "avgpool"
+    assert validate_model_options("bl-resnet22-speech").shortcut is None  # no bottleneck shortcut
+    assert validate_model_options("resnet50", shortcut="avgpool").name == "resnet50_avgpool"
+    assert validate_model_options("bl-resnet50", shortcut="conv").name == "bl_resnet50_a2_b4_conv"
+    assert validate_model_options("bl-resnet50", shortcut="avgpool").name == "bl_resnet50_a2_b4"
+
+
+@pytest.mark.parametrize("size", [7, 8])
+def test_conv_shortcut_is_tensorpacks_strided_1x1_conv_and_bn(size):
+    """Tensorpack's Conv2D('convshortcut', l, n_out, 1, strides=stride) pads "SAME": pixel 2i of the
+    input feeds output pixel i, for odd and even sizes; then BN."""
+    x = keras.Input((size, size, 8))
+    model = keras.Model(x, blocks.shortcut(LayerContext(shortcut="conv"), x, 16, 2, name="b"))
+    rng = np.random.default_rng(4)
+    model.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") for w in model.weights])
+    images = rng.normal(size=(2, size, size, 8)).astype("float32")
+    kernel = model.get_layer("b_shortcut_conv").kernel
+    bn = model.get_layer("b_shortcut_bn")
+    conv = tf.nn.conv2d(images, kernel, strides=2, padding="SAME")
+    expected = tf.nn.batch_normalization(conv, bn.moving_mean, bn.moving_variance, bn.beta, bn.gamma, bn.epsilon)
+    np.testing.assert_allclose(model(images, training=False), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("arch", ["bl-resnet50", "bl-resnext50-32x4d"])
@@ -79,9 +132,17 @@ def test_resnext_little_branch_keeps_group_width():
     big, little = model.get_layer("stage2_big_block1_conv2"), model.get_layer("stage2_little_block1_conv2")
     assert (big.groups, big.filters) == (32, 128)  # 32 groups of 4 channels
     assert (little.groups, little.filters) == (16, 64)  # cardinality/α groups, same 4-channel group width
+    keras.utils.set_random_seed(5)
     se = bl_net_tf.create_model("bl-seresnext50-32x4d", input_shape=(64, 64, 3), data_format="channels_last")
     reduce = se.get_layer("stage2_big_block1_se_reduce")
     assert reduce.use_bias and reduce.filters == 256 // 16
+    # Initialised as Tensorpack's SE (se_resnet_bottleneck's FullyConnected fc1/fc2): He-normal over
+    # fan-in, truncated at 2 sigma, biases zero (the official blseresnext.py: zero biases too).
+    expand = se.get_layer("stage2_big_block1_se_expand")
+    kernel = np.asarray(expand.kernel)  # 16 -> 256: He's sigma sqrt(2 / 16); Glorot's would be 4x smaller
+    assert abs(kernel.std() / np.sqrt(2 / 16) - 1) < 0.05
+    assert np.abs(kernel).max() <= 2 * np.sqrt(2 / 16) / 0.87962566 + 1e-6  # truncated
+    assert not np.any(np.asarray(expand.bias)) and not np.any(np.asarray(reduce.bias))
     keras.backend.clear_session()
 
 
@@ -148,6 +209,8 @@ def test_bl_resnext101_alias_takes_cardinality_and_base_width():
     (dict(arch="bl-resnet50", merge="mul"), "unknown merge 'mul' for bl-resnet50; allowed: add, concat"),
     (dict(arch="bl-resnet50", upsample="cubic"), "unknown upsample 'cubic'; allowed: bilinear, nearest"),
     (dict(arch="bl-resnet50", data_format="NCHW"), "unknown data_format 'NCHW'; allowed: channels_first"),
+    (dict(arch="resnet50", shortcut="pool"), "unknown shortcut 'pool'; allowed: conv, avgpool or None"),
+    (dict(arch="bl-resnet22-speech", shortcut="conv"), "shortcut applies to the ResNet/ResNeXt/SE-ResNeXt"),
 ])
 def test_bad_input_says_what_is_wrong_and_what_is_allowed(kwargs, message):
     # validate_model_options builds nothing: every error create_model raises comes from it, up front.

@@ -284,7 +284,7 @@ def test_bad_input_fails_with_one_line(app, tmp_path, capsys):
         (["--data_dir=/no/such/dir"], "error: data_dir '/no/such/dir' does not exist"),
         ([f"--data_dir={empty}"], "error: No images in"),
         (["--arch=resnet7"], "error: unknown arch 'resnet7'"),
-        (["--gpus=4"], "error: --gpus=4 but only 0 GPU(s) exist"),
+        (["--gpus=4", "--demo"], "error: --gpus=4 but only 0 GPU(s) exist"),  # without --demo: no ImageNet
         ([f"--model_dir={a_file}/run"], f"error: model_dir '{a_file}/run' is not writable"),
         ([f"--model_dir={tmp_path}/m", f"--export_dir={a_file}/x/1"], f"error: export_dir's parent '{a_file}/x'"),
         (["--epochs=2", "--warmup_epochs=5"], "error: warmup_epochs must be in [0, epochs=2)"),

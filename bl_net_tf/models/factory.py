@@ -20,7 +20,8 @@ from bl_net_tf.models.resnet import DEFAULT_MERGES, BigLittleOptions
 class ModelOptions:
     """A validated ``create_model`` request: the arch's spec (ResNeXt widths applied) and the other
     options under create_model's names, resolved (``num_classes`` and ``input_shape`` from the family when not given, ``merges``
-    4 when None). ``data_format`` None stays None: it is resolved on the device that builds."""
+    4 when None, ``shortcut`` the arch's default when None: None only for a family without the
+    option). ``data_format`` None stays None: it is resolved on the device that builds."""
 
     spec: registry.ArchSpec
     alpha: int
@@ -33,6 +34,7 @@ class ModelOptions:
     branches: int
     merges: int
     upsample: str
+    shortcut: Optional[str]
     features_only: bool
 
     @property
@@ -41,10 +43,13 @@ class ModelOptions:
 
     @property
     def name(self) -> str:
-        """The Keras model's name, e.g. ``bl_resnet50_a2_b4`` (+ ``_concat``, ``_k3``, ``_m2``, ``_features``)."""
+        """The Keras model's name, e.g. ``bl_resnet50_a2_b4`` (+ ``_concat``, ``_k3``, ``_m2``, ``_nearest``, a
+        shortcut other than the arch's default such as ``_conv``, ``_features``)."""
         name = self.spec.name.replace("-", "_") + (f"_a{self.alpha}_b{self.beta}" if self.spec.big_little else "")
         name += (f"_{self.merge}" if self.merge != "add" else "") + (f"_k{self.branches}" if self.branches != 2 else "")
         name += f"_m{self.merges}" if self.merges != DEFAULT_MERGES else ""
+        name += f"_{self.upsample}" if self.spec.big_little and self.upsample != "bilinear" else ""
+        name += f"_{self.shortcut}" if self.shortcut != self.family.default_shortcut(self.spec) else ""
         return name + ("_features" if self.features_only else "")
 
 
@@ -95,6 +100,16 @@ def _check_ablations(spec: registry.ArchSpec, family: Family, *, merge: str, bra
     return merges
 
 
+def _check_shortcut(spec: registry.ArchSpec, family: Family, shortcut: Optional[str]) -> Optional[str]:
+    """``shortcut`` resolved: None is the arch's faithful default (the family's ``default_shortcut``)."""
+    if shortcut is None:
+        return family.default_shortcut(spec)
+    if not family.shortcuts:
+        raise ValueError(f"shortcut applies to the ResNet/ResNeXt/SE-ResNeXt archs (and their bL versions), "
+                         f"not to {spec.name!r}")
+    return constants.check_choice("shortcut", shortcut, family.shortcuts, more=" or None (the arch's default)")
+
+
 def validate_model_options(arch: str, **options) -> ModelOptions:
     """Checks ``create_model(arch, **options)`` without building anything: the same arguments and
     defaults, every check create_model makes. Trainers and command lines call it before they prepare
@@ -126,7 +141,8 @@ def validate_model_options(arch: str, **options) -> ModelOptions:
     merges = _check_ablations(spec, family, merge=values["merge"], branches=values["branches"],
                               merges=values["merges"])
     input_shape = family.input_shape if values["input_shape"] is None else _check_input_shape(values["input_shape"])
-    resolved = dict(values, num_classes=num_classes, input_shape=input_shape, merges=merges)
+    resolved = dict(values, num_classes=num_classes, input_shape=input_shape, merges=merges,
+                    shortcut=_check_shortcut(spec, family, values["shortcut"]))
     request = ModelOptions(spec, **{f.name: resolved[f.name] for f in dataclasses.fields(ModelOptions)[1:]})
     family.check(request)
     return request
@@ -135,8 +151,8 @@ def validate_model_options(arch: str, **options) -> ModelOptions:
 def create_model(arch: str, *, alpha: int = 2, beta: int = 4, num_classes: Optional[int] = None, input_shape=None,
                  data_format: Optional[str] = None, include_preprocessing: bool = False, merge: str = "add",
                  branches: int = 2, merges: Optional[int] = None, upsample: str = "bilinear",
-                 cardinality: Optional[int] = None, base_width: Optional[int] = None,
-                 features_only: bool = False) -> keras.Model:
+                 shortcut: Optional[str] = None, cardinality: Optional[int] = None,
+                 base_width: Optional[int] = None, features_only: bool = False) -> keras.Model:
     """Builds a registered architecture as a Keras 3 functional model that outputs logits.
 
     Args:
@@ -156,6 +172,10 @@ def create_model(arch: str, *, alpha: int = 2, beta: int = 4, num_classes: Optio
       merges: how many times the branches merge (Table 8): None (= 4), or 1, 2 on depth 50 and 7 on
         depth 101 (bL-ResNet family only). The ablations are exclusive: one per model.
       upsample: ``bilinear`` (the paper) or ``nearest`` (the official release; its weights need it).
+      shortcut: the projection shortcut of a bottleneck that changes shape: ``conv`` (Tensorpack's
+        strided 1x1 conv + BN) or ``avgpool`` (the official release's 3x3/s2 average pool, then a
+        1x1 conv + BN). None: as the paper's models were trained, ``conv`` for the plain baselines,
+        ``avgpool`` for the bL models (ResNet family only; models/families.py says why).
       cardinality, base_width: ResNeXt width overrides (default 32x4d for the short names).
       features_only: output the feature maps (C2..C5 at strides 4, 8, 16, 32 for the image archs)
         instead of logits; the model's ``feature_info`` describes them (:class:`FeatureInfo`).
@@ -167,13 +187,16 @@ def create_model(arch: str, *, alpha: int = 2, beta: int = 4, num_classes: Optio
     return build_model(validate_model_options(
         arch, alpha=alpha, beta=beta, num_classes=num_classes, input_shape=input_shape, data_format=data_format,
         include_preprocessing=include_preprocessing, merge=merge, branches=branches, merges=merges,
-        upsample=upsample, cardinality=cardinality, base_width=base_width, features_only=features_only))
+        upsample=upsample, shortcut=shortcut, cardinality=cardinality, base_width=base_width,
+        features_only=features_only))
 
 
 def build_model(options: ModelOptions) -> keras.Model:
     """Builds a request :func:`validate_model_options` returned."""
     data_format = options.data_format or default_data_format()
     ctx = LayerContext(data_format=data_format, upsample=options.upsample)
+    if options.shortcut is not None:
+        ctx = dataclasses.replace(ctx, shortcut=options.shortcut)
     inputs = keras.Input(shape=options.input_shape, name="images")
     x = ImageNetNormalization(name="normalize")(inputs) if options.include_preprocessing else inputs
     if data_format == "channels_first":

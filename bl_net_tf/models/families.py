@@ -36,6 +36,9 @@ class Family:
       num_classes: the default number of logits.
       merges: the merge kinds its bL archs take.
       ablations: its bL archs take Tables 7 and 8's ``branches`` and ``merges``.
+      shortcuts: the projection shortcuts its bottlenecks take (``constants.SHORTCUT_KINDS``);
+        empty: the family has no such option.
+      default_shortcut: ``(spec) -> kind``: an arch's faithful shortcut (None without the option).
     """
 
     build: Callable
@@ -46,6 +49,8 @@ class Family:
     num_classes: int = constants.IMAGENET_CLASSES
     merges: tuple = constants.MERGE_KINDS
     ablations: bool = False
+    shortcuts: tuple = ()
+    default_shortcut: Callable = lambda spec: None
 
 
 def check_image_size(input_shape: tuple) -> None:
@@ -90,6 +95,17 @@ def _check_resnet(options: ModelOptions) -> None:
                          f"{', '.join(map(str, merged))}), got merges={options.merges}")
 
 
+def _resnet_shortcut(spec) -> str:
+    """Each arch's shortcut as the paper's models were trained: ``"conv"`` for the plain baselines
+    (lowres included), which the paper trained with Tensorpack, whose ``resnet_shortcut`` is a
+    strided 1x1 conv + BN (examples/ResNet/resnet_model.py); ``"avgpool"`` for the bL models and
+    their ablations, the official release's ``downsample`` (AvgPool2d(3, 2, padding=1), then a 1x1
+    conv + BN; models/blresnet.py, blresnext.py, blseresnext.py), which its weights need. The
+    parameter counts are the same either way; the pooled one usually gains a few tenths of a point
+    (ResNet-D), which on the baselines would narrow the gap the paper reports."""
+    return "avgpool" if spec.big_little else "conv"
+
+
 def _resnet_strides(options: ModelOptions) -> tuple:
     """Table 6's lowres models run every stage at twice the stride (the bL stem before the max-pool)."""
     return tuple(2 * s for s in FEATURE_STRIDES) if options.spec.lowres else FEATURE_STRIDES
@@ -117,7 +133,8 @@ def _check_shufflenet(options: ModelOptions) -> None:
 
 
 RESNET = Family(build=resnet.build_resnet, head=resnet.classifier_head, check=_check_resnet,
-                feature_strides=_resnet_strides, ablations=True)
+                feature_strides=_resnet_strides, ablations=True, shortcuts=constants.SHORTCUT_KINDS,
+                default_shortcut=_resnet_shortcut)
 SPEECH = Family(build=speech.build_speech, head=speech.speech_head, check=_check_speech,
                 feature_strides=_speech_strides, input_shape=speech.INPUT_SHAPE,
                 num_classes=constants.SPEECH_NUM_CLASSES)

@@ -34,10 +34,12 @@ CONV_INIT = {"class_name": "VarianceScaling",
 
 @dataclasses.dataclass(frozen=True)
 class LayerContext:
-    """How layers are built: data format and how the big branch is upsampled."""
+    """How layers are built: data format, how the big branch is upsampled and which projection
+    shortcut the bottlenecks use (``constants.SHORTCUT_KINDS``; blocks.shortcut)."""
 
     data_format: str = "channels_last"
     upsample: str = "bilinear"
+    shortcut: str = "avgpool"
 
     @property
     def channel_axis(self) -> int:

@@ -6,6 +6,10 @@ paper's recipe.
     bl-net-train --recipe=list                                               # the paper's rows
     bl-net-train --recipe=bl-resnet50-a2-b4 --print_config                   # what would run
 
+Without --data_dir it reads $IMAGENET_DIR, else a prepared TFDS imagenet2012 in $TFDS_DATA_DIR
+(~/tensorflow_datasets), and logs which; with none, the demo digits on one device, and for a paper
+recipe or several devices a one-line error (training/data_source.py).
+
 The last line of stdout is ``eval: top1_err=... top5_err=... images=...``. Exit status: 0 done;
 1 bad input or a diverged loss (one line on stderr); 128 + the signal's number (143 for SIGTERM,
 130 for SIGINT) when a signal stopped the run after a checkpoint, so that the same command
@@ -13,6 +17,7 @@ resumes. See docs/training.md and docs/cluster.md.
 """
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 from typing import Callable
@@ -20,7 +25,7 @@ from typing import Callable
 from absl import app, flags, logging
 
 from bl_net_tf import training
-from bl_net_tf.training import flags as training_flags
+from bl_net_tf.training import data_source, flags as training_flags
 
 
 def run(flag_values: flags.FlagValues = flags.FLAGS) -> int:
@@ -30,14 +35,18 @@ def run(flag_values: flags.FlagValues = flags.FLAGS) -> int:
         return 0
     try:
         config, explicit = training_flags.config_from_flags(flag_values)
-        config = training.resolve(config, explicit)
+        config.model_request()  # the network's own checks, before looking for data
+        source = data_source.find(config.data_dir, demo=flag_values["demo"].value,
+                                  devices=data_source.count_devices(config.gpus))
         if flag_values["print_config"].value:
-            print(training_flags.format_config(config), flush=True)
+            print(training_flags.format_config(_resolve(config, explicit, source), source.note), flush=True)
             return 0
-        demo = training.demo_changes(config, explicit)
-        if config.demo:
-            logging.info("no --data_dir: training on the demo digits with %s",
-                         ", ".join(f"--{k}={v}" for k, v in demo.items()) or "your flags")
+        if source.problem:
+            raise ValueError(source.problem)
+        config = _resolve(config, explicit, source)
+        changes = ", ".join(f"--{k}={v}" for k, v in training.demo_changes(config, explicit).items())
+        if source.note:
+            logging.info("%s%s", source.note, f": {changes}" if changes else "")
         errors = training.run(config)
     except training.Stopped as stopped:
         print(f"stopped: {stopped}", file=sys.stderr, flush=True)
@@ -51,6 +60,15 @@ def run(flag_values: flags.FlagValues = flags.FLAGS) -> int:
         return 1
     print(errors.line(), flush=True)
     return 0
+
+
+def _resolve(config: training.TrainConfig, explicit, source: data_source.DataSource) -> training.TrainConfig:
+    """``config`` resolved on ``source``'s data. A source that stops the run (printed only) shows
+    the configuration the run would have on ImageNet, without a --data_dir."""
+    if source.problem is None:
+        return training.resolve(dataclasses.replace(config, data_dir=source.data_dir), explicit)
+    on_imagenet = training.resolve(dataclasses.replace(config, data_dir="<ImageNet>"), explicit)
+    return dataclasses.replace(on_imagenet, data_dir=None)
 
 
 def run_command(define_flags: Callable[[], list], run_parsed: Callable[[], int], argv: list, doc: str) -> None:

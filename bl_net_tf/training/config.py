@@ -3,7 +3,8 @@
 Defaults are Appendix A.1 of the paper as trained with Tensorpack (examples/ResNet/imagenet-resnet.py,
 examples/ImageNetModels/imagenet_utils.py): 110 epochs, global batch 256, Nesterov momentum 0.9,
 cosine learning rate from 0.1 x batch/256 down to 0, L2 weight decay 1e-4 on conv and FC kernels,
-224x224 crops, evaluation on a 224 centre crop of the image resized to 256.
+224x224 crops, evaluation on a 224 centre crop of the image resized to 256. Which Tensorpack
+script: the early-2018 one (below, and docs/training.md, "Provenance").
 
 Without a ``data_dir`` the trainer uses the demo data set (scikit-learn's digits as an ImageNet
 folder) with :data:`DEMO_DEFAULTS` for every field the user did not set.
@@ -25,7 +26,11 @@ DATA_FORMATS = ("auto",) + constants.DATA_FORMATS
 # Tensorpack's BASE_LR = 0.1 * batch / 256).
 REFERENCE_LR = 0.1
 REFERENCE_BATCH = 256
-# Tensorpack warms up for 3 epochs, linearly from 0.1, whenever its base rate is not 0.1.
+# Tensorpack warms up for 3 epochs, linearly from 0.1, whenever its base rate is not 0.1:
+# examples/ResNet/imagenet-resnet.py as of commit 0086e156c7a8c769fffea2214242c1b5767359d7
+# ("LR warmup in imagenet-resnet", 2018-01-29), unchanged through 43f7ca7506b12bb975606093fb6c44168d108386
+# (2018-03-04); the script of those weeks trains 110 epochs, as the paper (ICLR 2019) says it did.
+# Its later versions warm up for 5 epochs of 105 (4cde005e, 2018-04-07): not the paper's run.
 TENSORPACK_WARMUP_EPOCHS = 3
 
 # The demo: 32x32 digit crops train a bL-ResNet-50 to a few percent error in a few minutes on 2 CPU
@@ -50,6 +55,11 @@ class TrainConfig:
     beta: int = 4
     cardinality: Optional[int] = None
     base_width: Optional[int] = None
+    merge: str = "add"
+    branches: int = 2
+    merges: Optional[int] = None
+    upsample: str = "bilinear"
+    shortcut: Optional[str] = None
     data_dir: Optional[str] = None
     loader: str = "tfdata"
     gpus: Optional[int] = None
@@ -96,12 +106,24 @@ class TrainConfig:
 
     @property
     def run_name(self) -> str:
-        """``bl-resnet50-a2-b4`` (+ ``-demo``): names the default model_dir."""
-        from bl_net_tf.models import registry
+        """``bl-resnet50-a2-b4`` (+ a model option off its default, as ``-concat``, ``-k3``, ``-m2``;
+        + ``-demo``): names the default model_dir. It is the network's name (``ModelOptions.name``)
+        with hyphens, so two networks never share a default model_dir."""
+        return self.model_request().name.replace("_", "-") + ("-demo" if self.demo else "")
 
-        spec = registry.get_spec(self.arch, self.cardinality, self.base_width)
-        name = spec.name + (f"-a{self.alpha}-b{self.beta}" if spec.big_little else "")
-        return name + ("-demo" if self.demo else "")
+    def model_request(self):
+        """The network's :class:`~bl_net_tf.models.factory.ModelOptions`: every check create_model
+        makes (arch, widths, alpha against them, the ablations, the input size), nothing built.
+
+        Raises:
+          ValueError: one line naming the bad value and what is allowed.
+        """
+        from bl_net_tf.models.factory import validate_model_options
+
+        return validate_model_options(
+            self.arch, alpha=self.alpha, beta=self.beta, cardinality=self.cardinality, base_width=self.base_width,
+            merge=self.merge, branches=self.branches, merges=self.merges, upsample=self.upsample,
+            shortcut=self.shortcut, input_shape=(self.image_size, self.image_size, 3), include_preprocessing=True)
 
     def validate(self) -> "TrainConfig":
         """Checks every field on its own and against the others.
@@ -109,14 +131,9 @@ class TrainConfig:
         Raises:
           ValueError: one line naming the bad value and what is allowed.
         """
-        from bl_net_tf.models.factory import validate_model_options
-
         for name in ("alpha", "beta", "batch_size", "epochs", "image_size", "eval_every_epochs", "log_steps"):
             _positive_int(name, getattr(self, name))
-        # Everything create_model will check (arch, widths, alpha against them, input size), up front.
-        validate_model_options(self.arch, alpha=self.alpha, beta=self.beta, cardinality=self.cardinality,
-                               base_width=self.base_width, input_shape=(self.image_size, self.image_size, 3),
-                               include_preprocessing=True)
+        self.model_request()  # everything create_model will check, up front
         for name in ("eval_image_size", "steps_per_epoch"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))

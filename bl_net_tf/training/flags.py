@@ -13,7 +13,9 @@ import os
 
 from absl import flags
 
+from bl_net_tf import constants
 from bl_net_tf.data import recipe
+from bl_net_tf.models.resnet import DEFAULT_MERGES, SUPPORTED_MERGES
 from bl_net_tf.training import config as cfg
 
 _DEFAULTS = cfg.TrainConfig()
@@ -25,6 +27,19 @@ FLAGS_SPEC = {
     "beta": (int, "Depth divisor of the Little-Branch (bL archs)."),
     "cardinality": (int, "ResNeXt groups (default: from --arch, 32 for the short names)."),
     "base_width": (int, "ResNeXt width per group (default: from --arch, 4 for the short names)."),
+    "merge": (constants.MERGE_KINDS, "How a bL-module merges its branches: add (the paper) or concat "
+                                     "(Table 7)."),
+    "branches": (int, f"Branches per bL-module: {' or '.join(map(str, constants.BRANCH_COUNTS))} (Table 7's K; "
+                      f"bL-ResNet/ResNeXt/SE-ResNeXt)."),
+    "merges": (int, f"How many times the branches merge (Table 8): unset is {DEFAULT_MERGES}; by depth, "
+                    + "; ".join(f"{depth}: {', '.join(map(str, counts))}" for depth, counts in SUPPORTED_MERGES.items())
+                    + " (bL-ResNet/ResNeXt/SE-ResNeXt)."),
+    "upsample": (constants.UPSAMPLE_MODES, "How the Big-Branch is upsampled: bilinear (the paper) or nearest "
+                                           "(the official PyTorch release)."),
+    "shortcut": (constants.SHORTCUT_KINDS, "Projection shortcut of a bottleneck that changes shape: conv "
+                                           "(Tensorpack's strided 1x1 conv + BN) or avgpool (the official bL "
+                                           "release's 3x3/s2 average pool, then 1x1 conv + BN). Unset: conv for "
+                                           "the plain baselines, avgpool for the bL archs, as the paper trained."),
     "data_dir": (str, "ImageNet (folder, TFDS or TFRecords; docs/data.md). Unset: the demo digits, "
                       "with demo defaults for the flags not given."),
     "loader": (cfg.LOADERS, "Input pipeline: tf.data, or Tensorpack's DataFlow as the paper."),
@@ -65,7 +80,7 @@ FLAGS_SPEC = {
 
 RECIPE_LIST = "list"
 # What the command line adds to the configuration's flags.
-COMMAND_FLAGS = ("recipe", "print_config")
+COMMAND_FLAGS = ("recipe", "print_config", "demo")
 # Fields whose None means "derive it", and the TrainConfig property that derives them without
 # touching data or devices.
 _DERIVED = {"lr": "peak_lr", "warmup_epochs": "warmup"}
@@ -87,6 +102,10 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                         flag_values=flag_values)
     flags.DEFINE_bool("print_config", False, "Print the resolved configuration, one --name=value per line "
                       "(a valid flagfile), and exit without reading data.", flag_values=flag_values)
+    flags.DEFINE_bool("demo", None, "--demo: train on the demo digits. --nodemo (every paper recipe says it): "
+                      "never; without ImageNet the run stops. Unset: without --data_dir, $IMAGENET_DIR or a TFDS "
+                      "imagenet2012 in $TFDS_DATA_DIR (~/tensorflow_datasets), the digits on one device only.",
+                      flag_values=flag_values)
 
 
 def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> tuple:
@@ -151,11 +170,11 @@ def format_recipes() -> str:
     return "\n".join(f"{name:{width}}  {description}" for name, description in named.items())
 
 
-def format_config(config: cfg.TrainConfig) -> str:
+def format_config(config: cfg.TrainConfig, data: str = "") -> str:
     """``config`` as flagfile lines: ``--name=value`` for every field with a value (``lr`` and
-    ``warmup_epochs`` as derived from the others), ``# --name: unset`` for the rest; a first
-    comment line when the config trains on the demo digits."""
-    lines = ["# no --data_dir: the demo digits, with demo values for the flags not given"] if config.demo else []
+    ``warmup_epochs`` as derived from the others), ``# --name: unset`` for the rest; ``data``
+    (where the data comes from, when --data_dir does not say it) as a first comment line."""
+    lines = [f"# {data}"] if data else []
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         if value is None and field.name in _DERIVED:

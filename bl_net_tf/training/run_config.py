@@ -17,18 +17,27 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
-from bl_net_tf.models import create_model
+from bl_net_tf.models import create_model, registry
+from bl_net_tf.models.families import FAMILIES
 
 FILE_NAME = "run_config.json"
 FORMAT_VERSION = 1
 
 
+# What run_config.json files written before the shortcut option existed built: every ResNet-family
+# network had the average-pool shortcut (read() restores it; the variables alone cannot tell).
+_SHORTCUT_BEFORE_THE_OPTION = "avgpool"
+
+
 def model_options(config, num_classes: int) -> dict:
     """``create_model`` keyword arguments of the network that ``config`` trains on data with
-    ``num_classes`` classes: everything that decides its variables and its outputs. (Not the layout,
+    ``num_classes`` classes: everything that decides its variables and its outputs, the shortcut
+    resolved (so that a later default cannot change the network of a run). (Not the layout,
     precision or input size, which a checkpoint does not depend on.)"""
     return {"arch": config.arch, "alpha": config.alpha, "beta": config.beta, "cardinality": config.cardinality,
-            "base_width": config.base_width, "num_classes": num_classes}
+            "base_width": config.base_width, "merge": config.merge, "branches": config.branches,
+            "merges": config.merges, "upsample": config.upsample, "shortcut": config.model_request().shortcut,
+            "num_classes": num_classes}
 
 
 def create_run_model(options: dict, *, input_shape, data_format: str) -> keras.Model:
@@ -64,6 +73,10 @@ def from_training(config, data, *, custom_model: bool = False) -> RunConfig:
                      eval_protocol=config.eval_protocol, class_names=data.class_names)
 
 
+def _takes_shortcut(model: dict) -> bool:
+    return bool(FAMILIES[registry.get_spec(model["arch"]).family].shortcuts)
+
+
 def write(model_dir: str, run: RunConfig) -> str:
     """Writes ``run`` to ``<model_dir>/run_config.json`` (atomically); returns the path."""
     path = os.path.join(model_dir, FILE_NAME)
@@ -91,6 +104,9 @@ def read(model_dir: str) -> RunConfig:
         version = values.pop("format_version")
         if version != FORMAT_VERSION:
             raise ValueError(f"format_version {version}, this version reads {FORMAT_VERSION}")
+        model = values.get("model")
+        if model is not None and "shortcut" not in model and _takes_shortcut(model):
+            model["shortcut"] = _SHORTCUT_BEFORE_THE_OPTION
         return RunConfig(**values)
     except (ValueError, KeyError, TypeError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
