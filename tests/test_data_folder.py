@@ -152,8 +152,11 @@ def test_sources_are_detected_and_logged(pytorch_layout, tmp_path_factory, caplo
     one = subsets / "imagenet2012_subset" / "1pct"
     for data_dir in (one, one / "5.0.0"):
         assert sources.tfds_source.find_prepared(str(data_dir)) == str(one / "5.0.0")
-    with pytest.raises(ValueError, match="holds 2 prepared data sets .*1pct/5.0.0.*; pass the one to read"):
-        sources.detect(str(subsets))
+    for data_dir in (subsets, subsets / "imagenet2012_subset"):
+        with pytest.raises(ValueError, match="holds 2 prepared data sets .*1pct/5.0.0.*; pass the one to read"):
+            sources.detect(str(data_dir))
+    _touch(subsets / "imagenet2012" / "5.1.0" / "dataset_info.json", b'{"name": "imagenet2012"}')
+    assert sources.tfds_source.find_prepared(str(subsets)).endswith("imagenet2012/5.1.0")  # the full set first
 
 
 def test_missing_or_foreign_data_dir_is_an_error(tmp_path):

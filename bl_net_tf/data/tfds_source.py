@@ -50,33 +50,39 @@ def _subfolders(folder: str) -> list:
     return [os.path.join(folder, name) for name in os.listdir(folder) if os.path.isdir(os.path.join(folder, name))]
 
 
+def _newest(folders: list):
+    """The prepared folder among ``folders`` with the highest version, or None."""
+    prepared = [folder for folder in folders if _prepared(folder)]
+    return max(prepared, key=lambda folder: _version_key(os.path.basename(folder)), default=None)
+
+
 def find_prepared(data_dir: str):
     """The prepared version folder in ``data_dir`` (the newest version), or None.
 
-    ``data_dir`` may be the TFDS data dir, its ``imagenet2012/`` folder (or
-    ``imagenet2012_subset/`` or ``imagenet2012_subset/<config>/``) or the version
-    folder itself.
+    ``data_dir`` may be the version folder, the data set's folder (``imagenet2012/`` or a subset's
+    ``imagenet2012_subset/<config>/``), a subset's folder holding one config, or a TFDS data dir:
+    there ``imagenet2012`` is read if prepared, else the one prepared subset.
 
     Raises:
-        ValueError: ``data_dir`` holds several prepared data sets (say, both subsets).
+        ValueError: the folder holds several subsets and no ``imagenet2012`` (which one is meant?).
     """
     if _prepared(data_dir):
         return data_dir
-    parents = [data_dir]  # a data set's folder, or a subset's config folder
-    for name in NAMES:  # the TFDS data dir
-        parents += [os.path.join(data_dir, name)] + _subfolders(os.path.join(data_dir, name))
-    if os.path.basename(os.path.normpath(data_dir)) in NAMES:  # a subset's folder
-        parents += _subfolders(data_dir)
-    newest = {}
-    for folder in (path for parent in parents for path in _subfolders(parent)):
-        key = _prepared(folder)
-        if key and (key not in newest or _version_key(os.path.basename(folder))
-                    > _version_key(os.path.basename(newest[key]))):
-            newest[key] = folder
-    if len(newest) > 1:
-        raise ValueError(f"{data_dir} holds {len(newest)} prepared data sets "
-                         f"({', '.join(sorted(newest.values()))}); pass the one to read as data_dir.")
-    return next(iter(newest.values()), None)
+    found = _newest(_subfolders(data_dir))  # a data set's folder: its versions
+    if found:
+        return found
+    subsets = os.path.join(data_dir, NAMES[1])
+    if os.path.basename(os.path.normpath(data_dir)) == NAMES[1]:  # a subset's folder: its configs
+        subsets = data_dir
+    else:  # a TFDS data dir
+        found = _newest(_subfolders(os.path.join(data_dir, NAME)))
+        if found:
+            return found
+    configs = [folder for folder in map(_newest, map(_subfolders, _subfolders(subsets))) if folder]
+    if len(configs) > 1:
+        raise ValueError(f"{data_dir} holds {len(configs)} prepared data sets ({', '.join(sorted(configs))}); "
+                         f"pass the one to read as data_dir.")
+    return configs[0] if configs else None
 
 
 def _builder(version_dir: str):
