@@ -25,8 +25,11 @@ IMAGENET_MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 # He-normal over fan-out, as the official release (kaiming_normal_, mode="fan_out") and
-# tensorpack's variance_scaling_initializer(2.0, mode="fan_out") do.
-CONV_INIT = keras.initializers.VarianceScaling(scale=2.0, mode="fan_out", distribution="untruncated_normal")
+# tensorpack's variance_scaling_initializer(2.0, mode="fan_out") do. A config, not an instance: each
+# layer then gets its own initializer, seeded when the layer is made (after --seed); one shared
+# instance draws its seed at import and gives every kernel of a shape the same values.
+CONV_INIT = {"class_name": "VarianceScaling",
+             "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"}}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,8 @@
   ``SlurmClusterResolver`` (task i of a node listens on port ``$BL_NET_TF_SLURM_PORT`` + i,
   8888 by default); each task takes its share of the node's GPUs (docs/cluster.md);
 * ``--gpus=N`` (N >= 2): ``MirroredStrategy`` over the first N GPUs, as Tensorpack's
-  ``SyncMultiGPUTrainerReplicated``: gradients are all-reduced, BN statistics stay per replica;
+  ``SyncMultiGPUTrainerReplicated``: gradients are all-reduced, BN batch statistics are per replica
+  (the moving statistics are averaged over the replicas before each checkpoint, see loop.py);
 * ``--gpus=1``: one GPU; ``--gpus=0``: the CPU. Without ``--gpus``, every visible GPU.
 """
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 A custom loop (``strategy.run`` inside a ``tf.function``) rather than ``Model.fit``: it resumes at
 the exact step, applies Tensorpack's weight decay exactly, stops on the first NaN loss with its
-step, keeps BN statistics per replica, and stops on SIGTERM or SIGINT after a checkpoint of the
+step, averages the replicas' BN moving statistics before each checkpoint (the evaluation that
+follows uses what the checkpoint holds), and stops on SIGTERM or SIGINT after a checkpoint of the
 step every worker reached (:mod:`.preemption`).
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from bl_net_tf.training import distribute, inputs, optimizer as optimizers, run_config, schedule as schedules, steps
-from bl_net_tf.training.checkpoints import Checkpointer, check_writable
+from bl_net_tf.training.checkpoints import Checkpointer, check_writable, find_checkpoints
 from bl_net_tf.training.config import TrainConfig
 from bl_net_tf.training.preemption import Stopped, StopRequest
 from bl_net_tf.training.progress import EpochProgress, Errors, Summaries
@@ -52,6 +53,7 @@ class Session:
     jit_compile: bool
     is_chief: bool
     _eval: Optional[tuple] = None  # (step function, distributed dataset), made on first use
+    _sync: Optional[Callable] = None  # steps.make_replica_sync, made on first use
 
     @property
     def total_steps(self) -> int:
@@ -93,11 +95,13 @@ def build(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None
 
         data = inputs.describe(demo.prepare())
     else:
-        data = inputs.describe(config.data_dir)
+        data = inputs.describe(config.data_dir, train=not config.eval_only)
     steps_per_epoch = config.steps_per_epoch or data.train_images // config.batch_size
     if steps_per_epoch < 1:
-        raise ValueError(f"the training set has {data.train_images} images, fewer than one batch of "
-                         f"{config.batch_size}")
+        if not config.eval_only:
+            raise ValueError(f"the training set has {data.train_images} images, fewer than one batch of "
+                             f"{config.batch_size}")
+        steps_per_epoch = 1  # only numbers the schedule, which evaluation does not use
     check_writable(config.model_dir)
     if config.export_dir and is_chief:  # the export is written beside export_dir, then moved in
         check_writable(os.path.dirname(os.path.abspath(config.export_dir)), "export_dir's parent")
@@ -127,7 +131,7 @@ def build(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None
                                 model=model, optimizer=optimizer, epoch=epoch)
     session = Session(config, strategy, data, model, optimizer, schedule, checkpointer, steps_per_epoch,
                       step, epoch, jit_compile, is_chief)
-    path = checkpointer.restore_latest()
+    path = checkpointer.restore(start_fresh=config.start_fresh)
     if path is not None:
         logger.info("resumed from %s at step %d", path, int(step.numpy()))
     if is_chief:  # what `python -m bl_net_tf.export --model_dir` needs
@@ -143,7 +147,7 @@ def evaluate(session: Session, stop: Optional[StopRequest] = None) -> Errors:
     """
     if session._eval is None:  # traced once per run, not once per evaluation
         session._eval = (steps.make_eval_step(session.strategy, session.model, jit_compile=session.jit_compile),
-                         inputs.eval_dataset(session.strategy, session.config, session.data.data_dir))
+                         inputs.eval_dataset(session.strategy, session.config, session.data))
     eval_step, dataset = session._eval
     total = np.zeros(len(steps.STAT_NAMES))
     for images, labels in dataset:
@@ -157,6 +161,9 @@ def evaluate(session: Session, stop: Optional[StopRequest] = None) -> Errors:
 
 
 def _save(session: Session, step: int, epoch: int) -> None:
+    if session._sync is None:
+        session._sync = steps.make_replica_sync(session.strategy, session.model)
+    session._sync()  # every replica holds, and the checkpoint saves, the mean BN statistics
     session.step.assign(step)
     session.epoch.assign(epoch)
     path = session.checkpointer.save()
@@ -196,7 +203,7 @@ def train(session: Session) -> Optional[Errors]:
         return None
     with StopRequest() as stop:
         seed = None if config.seed is None else config.seed + start  # a resumed run sees new batches
-        iterator = iter(inputs.train_dataset(strategy, config, session.data.data_dir, seed=seed))
+        iterator = iter(inputs.train_dataset(strategy, config, session.data, seed=seed))
         train_step = steps.make_train_step(strategy, session.model, session.optimizer,
                                            global_batch=config.batch_size, label_smoothing=config.label_smoothing,
                                            jit_compile=session.jit_compile)
@@ -214,7 +221,11 @@ def _train_epochs(session: Session, train_step, iterator, stop: StopRequest) -> 
         while step < (epoch + 1) * spe:
             lr = float(session.schedule(step))
             vote = tf.constant(float(session.checkpointer.wants_time_save()))
-            sums = train_step(iterator, vote, _stop_vote(stop)).numpy()
+            try:
+                sums = train_step(iterator, vote, _stop_vote(stop)).numpy()
+            except tf.errors.OutOfRangeError:  # the endless stream ended: every file was skipped
+                raise ValueError(f"no readable training image in {session.data.data_dir} (not one batch of "
+                                 f"{config.batch_size}; the files skipped are named above)") from None
             stop.arm()  # from now on a signal stops after a step and a checkpoint (see .preemption)
             step += 1
             if not np.all(np.isfinite(sums)):
@@ -249,7 +260,7 @@ def run(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None, 
       ValueError: bad configuration or data (one line each).
       TrainingDiverged: the loss became NaN or infinite.
     """
-    if config.eval_only and tf.train.latest_checkpoint(config.model_dir) is None:
+    if config.eval_only and not find_checkpoints(config.model_dir):
         raise ValueError(f"--eval_only: no checkpoint in {config.model_dir}")
     session = build(config, strategy, model_fn=model_fn)
     if config.eval_only:

@@ -107,3 +107,32 @@ def make_eval_step(strategy: tf.distribute.Strategy, model: keras.Model, *, jit_
         return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
     return step
+
+
+def make_replica_sync(strategy: tf.distribute.Strategy, model: keras.Model):
+    """``sync()``: sets the model's non-trainable float variables (the BatchNorm moving statistics)
+    on every replica to their mean over the replicas; a no-op on one replica.
+
+    Each replica updates its moving statistics from its own batches (the variables aggregate as
+    "none", Keras's default, because a cross-replica update inside the replica's forward pass
+    cannot run in the nested, XLA-compiled function). The moving averages are linear in the batch
+    statistics, so averaging them whenever they are read (before each checkpoint, hence before each
+    evaluation) gives exactly the moving average of the replica-averaged batch statistics, as
+    updating with MEAN aggregation would, at no cost per step. All workers must call it together.
+    """
+    variables = [v for v in model.non_trainable_variables if v.dtype.startswith(("float", "bfloat"))]
+    if strategy.num_replicas_in_sync == 1 or not variables:
+        return lambda: None
+
+    def replica_sync():
+        context = tf.distribute.get_replica_context()
+        # Tensors of this replica's copies (a variable here would make the variable the destination).
+        means = context.all_reduce(tf.distribute.ReduceOp.MEAN, [tf.identity(v.value) for v in variables])
+        for variable, mean in zip(variables, means):
+            variable.assign(mean)  # this replica's copy
+
+    @tf.function
+    def sync():
+        strategy.run(replica_sync)
+
+    return sync
