@@ -11,7 +11,7 @@ import dataclasses
 import keras
 from keras import layers, ops
 
-from bl_net_tf.constants import UPSAMPLE_MODES
+from bl_net_tf.constants import UPSAMPLE_MODES, check_choice
 from bl_net_tf.models import batch_norm as fused_batch_norm
 from bl_net_tf.models import grouped_conv
 
@@ -141,9 +141,7 @@ class ResizeLike(layers.Layer):
 
     def __init__(self, method: str = "bilinear", data_format: str = "channels_last", **kwargs):
         super().__init__(**kwargs)
-        if method not in UPSAMPLE_MODES:
-            raise ValueError(f"unknown upsample {method!r}; allowed: {', '.join(UPSAMPLE_MODES)}")
-        self.method = method
+        self.method = check_choice("upsample", method, UPSAMPLE_MODES)
         self.data_format = data_format
 
     def _hw_axes(self):

@@ -21,7 +21,6 @@ import dataclasses
 import keras
 from keras import layers
 
-from bl_net_tf.constants import MIN_INPUT_SIZE  # noqa: F401  (export.py imports it from here)
 from bl_net_tf.models.big_little import Unmerged, bl_module, stem_module, three_branch_module
 from bl_net_tf.models.blocks import EXPANSION, stack
 from bl_net_tf.models.layers import LayerContext, conv_bn

@@ -4,25 +4,21 @@ PyTorch checkpoint."""
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 import warnings
 from typing import Optional
 
 import keras
-import tensorflow as tf
 
+from bl_net_tf import cli
+from bl_net_tf.constants import DEFAULT_IMAGE_SIZE
 from bl_net_tf.data import recipe
-from bl_net_tf.models import create_model, registry
+from bl_net_tf.models import create_model, registry, validate_model_options
 from bl_net_tf.training import run_config
-from bl_net_tf.training.checkpoints import restore_model_weights
+from bl_net_tf.training.checkpoints import find_checkpoints, restore_model_weights, restore_newest_model_weights
 
-DEFAULT_IMAGE_SIZE = 224
-# The network flags: their defaults without a run, and what a run's configuration is checked against.
-MODEL_DEFAULTS = {name: inspect.signature(create_model).parameters[name].default
-                  for name in ("alpha", "beta", "upsample")}
-MODEL_DEFAULTS["num_classes"] = 1000
-MODEL_FLAGS = ("arch", "alpha", "beta", "num_classes", "upsample")
+# The network flags, which a run's configuration is checked against: create_model's options.
+MODEL_FLAGS = tuple(name for name in cli.MODEL_FLAGS if name != "image_size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +33,7 @@ class ExportSource:
 
 
 def load(args) -> ExportSource:
-    """The network that the export command's ``args`` (argparse) describe, with its weights.
+    """The network that the export command's parsed flags ``args`` describe, with its weights.
 
     Raises:
       ValueError: not exactly one source, a flag that contradicts a run's configuration, missing
@@ -60,10 +56,12 @@ def load(args) -> ExportSource:
     return ExportSource(_from_weights(args, size), size, protocol, None, args.arch)
 
 
-def _run_value(name: str, options: dict):
-    if name == "arch":
-        return registry.get_spec(options["arch"], options.get("cardinality"), options.get("base_width")).name
-    return options.get(name, MODEL_DEFAULTS.get(name))
+def _resolved(model: dict) -> dict:
+    """A run's network under the flags' names, resolved: ``bl-resnext50`` is ``bl-resnext50-32x4d``
+    (cardinality 32, base width 4), merges None is 4, and so on."""
+    options = validate_model_options(**model)
+    return {**{field.name: getattr(options, field.name) for field in dataclasses.fields(options)},
+            "arch": options.spec.name, "cardinality": options.spec.cardinality, "base_width": options.spec.base_width}
 
 
 def _from_run(args) -> ExportSource:
@@ -72,34 +70,35 @@ def _from_run(args) -> ExportSource:
     if run.model is None:
         raise ValueError(f"{model_dir} trained a custom model (model_fn): export it from Python with "
                          f"bl_net_tf.export.export_saved_model")
+    trained = _resolved(run.model)
     for name in MODEL_FLAGS:
         value = getattr(args, name)
-        if value is None:
-            continue
-        flag = registry.get_spec(value).name if name == "arch" else value
-        if flag != _run_value(name, run.model):
-            raise ValueError(f"--{name}={value} contradicts the run's {name}={_run_value(name, run.model)} "
+        if value is not None and (registry.get_spec(value).name if name == "arch" else value) != trained[name]:
+            raise ValueError(f"--{name}={value} contradicts the run's {name}={trained[name]} "
                              f"({os.path.join(model_dir, run_config.FILE_NAME)}); leave the flag out")
-    checkpoint = args.checkpoint or tf.train.latest_checkpoint(model_dir)
-    if checkpoint is None:
+    if not args.checkpoint and not find_checkpoints(model_dir):
         raise ValueError(f"no checkpoint in {model_dir}")
     size = args.image_size or run.eval_image_size
     model = run_config.create_run_model(run.model, input_shape=(size, size, 3), data_format="channels_last")
-    restore_model_weights(model, checkpoint)
+    if args.checkpoint:
+        restore_model_weights(model, args.checkpoint)
+        checkpoint = args.checkpoint
+    else:
+        checkpoint = restore_newest_model_weights(model, model_dir)
     return ExportSource(model, size, args.eval_protocol or run.eval_protocol, run.class_names, checkpoint)
-
-
-def _flag(args, name: str):
-    value = getattr(args, name)
-    return MODEL_DEFAULTS[name] if value is None else value
 
 
 def _from_pytorch(args, size: int) -> keras.Model:
     from bl_net_tf.convert_pytorch import convert_checkpoint  # torch is an optional extra
 
-    if args.upsample not in (None, "nearest"):
+    options = cli.model_options(args, MODEL_FLAGS)
+    if options.get("upsample", "nearest") != "nearest":
         raise ValueError("official PyTorch checkpoints need --upsample nearest (F.interpolate's default)")
-    model = convert_checkpoint(args.pytorch_checkpoint, args.arch, _flag(args, "alpha"), _flag(args, "beta"),
+    others = [name for name in options if name not in ("alpha", "beta", "upsample", "num_classes")]
+    if others:
+        raise ValueError(f"--{others[0]}: the official PyTorch checkpoints' networks take --alpha and --beta only")
+    model = convert_checkpoint(args.pytorch_checkpoint, args.arch, **{k: options[k] for k in ("alpha", "beta")
+                                                                      if k in options},
                                data_format="channels_last", input_shape=(size, size, 3))
     if args.num_classes is not None and args.num_classes != model.output.shape[-1]:
         raise ValueError(f"--num_classes {args.num_classes} but the checkpoint has {model.output.shape[-1]} classes")
@@ -109,9 +108,8 @@ def _from_pytorch(args, size: int) -> keras.Model:
 def _from_weights(args, size: int) -> keras.Model:
     if not os.path.isfile(args.weights):
         raise FileNotFoundError(f"no weights file {args.weights}")
-    alpha, beta, num_classes = _flag(args, "alpha"), _flag(args, "beta"), _flag(args, "num_classes")
-    model = create_model(args.arch, alpha=alpha, beta=beta, num_classes=num_classes, input_shape=(size, size, 3),
-                         data_format="channels_last", upsample=_flag(args, "upsample"))
+    model = create_model(args.arch, **cli.model_options(args, MODEL_FLAGS), input_shape=(size, size, 3),
+                         data_format="channels_last")
     # Keras warns once per unmatched layer before it raises; keep the one-line error readable.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -119,8 +117,8 @@ def _from_weights(args, size: int) -> keras.Model:
             model.load_weights(args.weights)
         except ValueError as error:
             first = (str(error).strip().splitlines() or ["shape mismatch"])[0]
-            raise ValueError(f"{args.weights} does not fit {args.arch} (alpha={alpha}, beta={beta}, "
-                             f"num_classes={num_classes}): {first}") from error
+            raise ValueError(f"{args.weights} does not fit {model.name} ({model.output.shape[-1]} classes): "
+                             f"{first}") from error
     for warning in caught:
         warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     return model
