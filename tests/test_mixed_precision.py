@@ -10,8 +10,8 @@ per core halves the wait), compiled with ``--xla_backend_optimization_level=0``:
 the dtype errors show, is the same; only LLVM spends less time optimising the machine code.
 
 MirroredStrategy runs float16, the one precision whose step differs across replicas (the loss scale
-and its skipped steps), on the bL-ResNet/ResNeXt/SE miniature (what eight GPUs train); in float32 and
-bfloat16, and for the other families, each replica's graph is the one-device graph checked here.
+and its skipped steps), on the smallest miniature (ShuffleNet's: a bL stage, BN, pooling, the head);
+each replica's graph is the one-device graph, which every family and precision runs here.
 """
 import json
 import os
@@ -41,7 +41,7 @@ PRECISIONS = ("none", "float16", "bfloat16")
 COMPUTE_DTYPES = {"none": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 # The families each worker trains on one device (every precision) and on two replicas (float16),
 # split so that both workers take about as long; "b" also runs the vote and the resumed run.
-PARTS = {"a": dict(one=("resnet",), two=("resnet",)),
+PARTS = {"a": dict(one=("resnet",), two=("shufflenet",)),
          "b": dict(one=("speech", "shufflenet"), two=())}
 TWO_REPLICAS = tuple(family for spec in PARTS.values() for family in spec["two"])
 
@@ -266,17 +266,17 @@ def test_channels_first_is_accepted_on_a_cpu_only_with_xla():
         distribute.resolve_data_format("channels_first", on_gpu=False, xla=False)
 
 
-def test_doctor_reports_the_node_and_trains_the_trainers_choice_in_each_precision(capsys):
-    assert doctor.main(["--families=shufflenet"]) == 0
+def test_doctor_reports_the_node_and_trains_the_trainers_choice(capsys):
+    assert doctor.main(["--families=shufflenet", "--precisions=none,float16"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"TensorFlow {tf.__version__} (") and f"Keras {keras.__version__}" in out[0]
     for label in ("cuDNN:", "GPUs:", "NCCL:", "XLA:       compiles and runs on CPU:0", "oneDNN:", "trainer:   1 CPU"):
         assert any(line.startswith(label) for line in out), (label, out)
     verdicts = [line for line in out if line.startswith(("ok", "FAIL"))]
     assert [line.split()[:6] for line in verdicts] == [
-        ["ok", "shufflenet", "channels_last", "XLA", "off", dtype] for dtype in ("float32", "float16", "bfloat16")]
+        ["ok", "shufflenet", "channels_last", "XLA", "off", dtype] for dtype in ("float32", "float16")]
     assert all(" loss " in line for line in verdicts) and "(loss scale 2^" in verdicts[1]
-    assert out[-1] == "all of 3 combinations train"
+    assert out[-1] == "all of 2 combinations train"
 
 
 def test_doctor_says_in_one_line_what_failed_and_refuses_bad_flags(capsys):
