@@ -20,13 +20,13 @@ import sys
 import time
 from typing import Optional
 
+from bl_net_tf.constants import DATA_FORMATS, DEFAULT_IMAGE_SIZE, IMAGENET_CLASSES, check_positive_int
 from bl_net_tf.models import grouped_conv
 from bl_net_tf.models.grouped_conv import IMPLEMENTATIONS, resolve_implementation
 
 KERAS_PREFIX = "keras:"
 MODES = ("infer", "train")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-DATA_FORMATS = ("channels_last", "channels_first")
 
 # --all: each Big-Little model, its plain baseline, and the keras.applications model of the same
 # depth where there is one (ResNeXt-50 is in ResNet-50's FLOP class, as the issue compares them).
@@ -49,13 +49,13 @@ class Settings:
 
     mode: str = "infer"
     batch_size: int = 32
-    image_size: int = 224
+    image_size: int = DEFAULT_IMAGE_SIZE
     steps: int = 10
     warmup: int = 2
     xla: bool = False
     data_format: Optional[str] = None
     precision: str = "float32"
-    num_classes: int = 1000
+    num_classes: int = IMAGENET_CLASSES
     grouped_conv: str = "auto"
 
     def __post_init__(self):
@@ -67,8 +67,7 @@ class Settings:
         if self.data_format not in DATA_FORMATS + (None,):
             raise ValueError(f"unknown data_format {self.data_format!r}; allowed: {', '.join(DATA_FORMATS)}")
         for label in ("batch_size", "image_size", "steps", "num_classes"):
-            if getattr(self, label) < 1:
-                raise ValueError(f"{label} must be >= 1, got {getattr(self, label)}")
+            check_positive_int(label, getattr(self, label))
 
     def describe(self) -> str:
         return (f"{self.mode}, batch {self.batch_size} at {self.image_size}x{self.image_size}, {self.precision}, "
@@ -341,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--all", action="store_true", help="every row of docs/benchmarks.md, both modes")
     parser.add_argument("--mode", choices=MODES, default="infer")
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--image_size", type=int, default=DEFAULT_IMAGE_SIZE)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per model (the median is reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model first (tracing, XLA)")
     parser.add_argument("--xla", nargs="?", const="on", choices=("on", "off"),
@@ -349,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: on with a GPU, off on CPU (docs/benchmarks.md)")
     parser.add_argument("--data_format", choices=DATA_FORMATS, help="default: channels_first on a GPU")
     parser.add_argument("--precision", choices=PRECISIONS, default="float32")
-    parser.add_argument("--num_classes", type=int, default=1000)
+    parser.add_argument("--num_classes", type=int, default=IMAGENET_CLASSES)
     parser.add_argument("--grouped_conv", choices=IMPLEMENTATIONS, default="auto",
                         help="the grouped-conv kernel of our models (see bl_net_tf/models/grouped_conv.py)")
     parser.add_argument("--grouped_convs", action="store_true",

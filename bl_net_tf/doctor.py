@@ -28,10 +28,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from bl_net_tf import constants  # noqa: E402
 from bl_net_tf.models import grouped_conv, miniature  # noqa: E402
 from bl_net_tf.training import config as train_config, distribute, optimizer as optimizers, steps  # noqa: E402
 
-PRECISIONS = train_config.MIXED_PRECISION
+PRECISIONS = constants.MIXED_PRECISION
 STEPS = 2
 BATCH_PER_REPLICA = 4
 NUM_CLASSES = 10
@@ -203,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="as the trainer's --gpus (default: every visible GPU; 0: the CPU)")
     parser.add_argument("--data_format", choices=train_config.DATA_FORMATS, default="auto",
                         help="as the trainer's --data_format (auto: what the trainer picks here)")
-    parser.add_argument("--xla", choices=train_config.XLA_MODES, default="auto",
+    parser.add_argument("--xla", choices=constants.XLA_MODES, default="auto",
                         help="as the trainer's --xla (auto: what the trainer picks here)")
     parser.add_argument("--precisions", type=_list(PRECISIONS), default=PRECISIONS,
                         help=f"--mixed_precision values to check (default: {','.join(PRECISIONS)})")

@@ -5,37 +5,43 @@
 ``include_preprocessing``, any dtype policy) and writes a channels_last float32 copy with the
 signatures described in :mod:`bl_net_tf.serving.signatures`:
 
-* ``serving_default``: ``image_bytes`` (tf.string [N]) -> evaluation preprocessing in the graph;
+* ``serving_default``: ``image_bytes`` (tf.string [N]) -> the evaluation transform in the graph,
+  within :class:`ServingLimits` (images per request, pixels and aspect ratio per image);
 * ``predict_images``: ``images`` (tf.uint8 [N, size, size, 3], RGB);
-* outputs ``probabilities``, ``classes`` (top-5 indices), ``scores`` (top-5 probabilities).
+* outputs ``probabilities``, ``classes`` (top-5 indices), ``scores`` (top-5 probabilities) and,
+  with class names, ``class_names``;
+
+plus TF Serving's warm-up requests (``assets.extra/tf_serving_warmup_requests``).
 
 Command line (see docs/deployment.md)::
 
-  python -m bl_net_tf.export --arch bl-resnet50 --alpha 2 --beta 4 \\
-      --weights bl_resnet50.weights.h5 --export_dir models/bl_resnet50/1
+  python -m bl_net_tf.export --model_dir train_log/bl-resnet50-a2-b4 --export_dir models/bl_resnet50/1
   python -m bl_net_tf.export --arch bl-resnet50 \\
       --pytorch_checkpoint ImageNet-bLResNet-50-a2-b4.pth.tar --export_dir models/bl_resnet50/1
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import sys
 import uuid
-import warnings
 from typing import Optional, Sequence
 
 import keras
 import tensorflow as tf
 
-from bl_net_tf.models import create_model
+from bl_net_tf.data import recipe
+from bl_net_tf.data.headers import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS
 from bl_net_tf.models.layers import UPSAMPLE_MODES
 from bl_net_tf.models.resnet import MIN_INPUT_SIZE
-from bl_net_tf.serving import cli
+from bl_net_tf.serving import cli, sources, warmup
+from bl_net_tf.serving.preprocess import DEFAULT_MAX_BATCH, ServingLimits
 from bl_net_tf.serving.signatures import ServingModule, serving_network
 
-DEFAULT_IMAGE_SIZE = 224
+# What the export was made with, for people and tools (TF Serving ignores it).
+SETTINGS_FILE = "bl_net_tf_export.json"
 logger = logging.getLogger(__name__)
 
 
@@ -56,7 +62,9 @@ def _check_export_dir(export_dir: str, overwrite: bool) -> None:
 
 
 def export_saved_model(model: keras.Model, export_dir: str, *, image_size: Optional[int] = None,
-                       class_names: Optional[Sequence[str]] = None, overwrite: bool = False) -> str:
+                       class_names: Optional[Sequence[str]] = None, overwrite: bool = False,
+                       eval_protocol: str = recipe.DEFAULT_EVAL_PROTOCOL,
+                       limits: ServingLimits = ServingLimits()) -> str:
     """Writes ``model`` as a SavedModel for TF Serving and returns ``export_dir``.
 
     Args:
@@ -71,19 +79,24 @@ def export_saved_model(model: keras.Model, export_dir: str, *, image_size: Optio
         model's own static square input size.
       class_names: one name per class; adds a ``class_names`` output (the top-5 names).
       overwrite: replace a non-empty ``export_dir``.
+      eval_protocol: how ``serving_default`` resizes before its centre crop
+        (``bl_net_tf.data.recipe.EVAL_PROTOCOLS``).
+      limits: what one request may hold (docs/deployment.md).
 
     Raises:
       FileExistsError: ``export_dir`` is not empty and ``overwrite`` is False.
-      ValueError: not a single-output classifier, no usable image size, or wrong number of names.
+      ValueError: not a single-output classifier, no usable image size, wrong number of names, or
+        an unknown protocol.
     """
     export_dir = os.path.normpath(os.fspath(export_dir))
     _check_export_dir(export_dir, overwrite)
+    recipe.check_eval_protocol(eval_protocol)
     size = _image_size(model, image_size)
     network = serving_network(model, size)
     num_classes = int(network.outputs[0].shape[-1])
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"got {len(class_names)} class names for a model with {num_classes} classes")
-    module = ServingModule(network, size, class_names)
+    module = ServingModule(network, size, class_names, eval_protocol=eval_protocol, limits=limits)
 
     parent = os.path.dirname(os.path.abspath(export_dir))
     os.makedirs(parent, exist_ok=True)
@@ -93,13 +106,55 @@ def export_saved_model(model: keras.Model, export_dir: str, *, image_size: Optio
     os.mkdir(staging)
     try:
         tf.saved_model.save(module, staging, signatures=module.signatures)
+        warmup.write(staging, size)
+        settings = {"image_size": size, "eval_protocol": eval_protocol, "num_classes": num_classes,
+                    "class_names": class_names is not None, **vars(limits)}
+        with open(os.path.join(staging, "assets.extra", SETTINGS_FILE), "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(settings, indent=1) + "\n")
         if os.path.exists(export_dir):
             shutil.rmtree(export_dir)
         os.replace(staging, export_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    logger.info("exported %s (%d classes, %dx%d input) to %s", network.name, num_classes, size, size, export_dir)
+    logger.info("exported %s (%d classes, %dx%d input, %s) to %s", network.name, num_classes, size, size,
+                limits, export_dir)
     return export_dir
+
+
+def _parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(prog="python -m bl_net_tf.export",
+                                description="Exports a Big-Little Net classifier as a TF Serving SavedModel.")
+    source = parser.add_argument_group("what to export (one of --model_dir, --weights, --pytorch_checkpoint)")
+    source.add_argument("--model_dir", help="a train_imagenet.py run: its run_config.json and latest checkpoint")
+    source.add_argument("--checkpoint", help="another checkpoint of that run (e.g. M/ckpt-5000); implies --model_dir "
+                                             "= its folder")
+    source.add_argument("--weights", help="Keras .weights.h5 (e.g. from convert_pytorch)")
+    source.add_argument("--pytorch_checkpoint", help="official PyTorch .pth.tar (needs torch)")
+    model = parser.add_argument_group("the network (from the run's configuration with --model_dir; "
+                                      "a flag that contradicts it is an error)")
+    model.add_argument("--arch", help="a name from bl_net_tf.list_models()")
+    model.add_argument("--alpha", type=int, help="default 2")
+    model.add_argument("--beta", type=int, help="default 4")
+    model.add_argument("--num_classes", type=int, help="default 1000; a PyTorch checkpoint says its own")
+    model.add_argument("--upsample", choices=UPSAMPLE_MODES,
+                       help="as trained: bilinear (default) for our weights, nearest for --pytorch_checkpoint")
+    serving = parser.add_argument_group("serving (free to differ from the run's)")
+    serving.add_argument("--image_size", type=int,
+                         help="network input (crop) size; default: the run's evaluation size, else 224")
+    serving.add_argument("--eval_protocol", choices=recipe.EVAL_PROTOCOLS,
+                         help=f"resize before the crop (docs/data.md); default: the run's, else "
+                              f"{recipe.DEFAULT_EVAL_PROTOCOL}")
+    serving.add_argument("--class_names", help="text file, one class name per line, in class-index order "
+                                               "(default: the run's class folders)")
+    serving.add_argument("--max_batch", type=int, default=DEFAULT_MAX_BATCH,
+                         help=f"images per request (default {DEFAULT_MAX_BATCH}; docs/deployment.md)")
+    serving.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                         help=f"width x height of an image (default {DEFAULT_MAX_PIXELS})")
+    serving.add_argument("--max_aspect_ratio", type=float, default=DEFAULT_MAX_ASPECT_RATIO,
+                         help=f"longer side / shorter side of an image (default {DEFAULT_MAX_ASPECT_RATIO:g})")
+    parser.add_argument("--export_dir", required=True, help="models/<name>/<version>, version a number")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --export_dir")
+    return parser
 
 
 def _read_class_names(path: str) -> list:
@@ -107,65 +162,21 @@ def _read_class_names(path: str) -> list:
         return [line.strip() for line in handle if line.strip()]
 
 
-def _build_model(args) -> keras.Model:
-    """The model the flags describe, with its trained weights, channels_last."""
-    input_shape = (args.image_size, args.image_size, 3)
-    if args.pytorch_checkpoint:
-        from bl_net_tf.convert_pytorch import convert_checkpoint  # torch is an optional extra
-
-        if args.upsample not in (None, "nearest"):
-            raise ValueError("official PyTorch checkpoints need --upsample nearest (F.interpolate's default)")
-        model = convert_checkpoint(args.pytorch_checkpoint, args.arch, args.alpha, args.beta,
-                                   data_format="channels_last", input_shape=input_shape)
-        if args.num_classes is not None and args.num_classes != model.output.shape[-1]:
-            raise ValueError(f"--num_classes {args.num_classes} but the checkpoint has {model.output.shape[-1]} classes")
-        return model
-    if not os.path.isfile(args.weights):
-        raise FileNotFoundError(f"no weights file {args.weights}")
-    model = create_model(args.arch, alpha=args.alpha, beta=args.beta, num_classes=args.num_classes or 1000,
-                         input_shape=input_shape, data_format="channels_last", upsample=args.upsample or "bilinear")
-    # Keras warns once per unmatched layer before it raises; keep the one-line error readable.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            model.load_weights(args.weights)
-        except ValueError as error:
-            first = (str(error).strip().splitlines() or ["shape mismatch"])[0]
-            raise ValueError(f"{args.weights} does not fit {args.arch} (alpha={args.alpha}, beta={args.beta}, "
-                             f"num_classes={args.num_classes or 1000}): {first}") from error
-    for warning in caught:
-        warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
-    return model
-
-
 def _main(argv) -> None:
-    parser = cli.ArgumentParser(prog="python -m bl_net_tf.export",
-                                description="Exports a Big-Little Net classifier as a TF Serving SavedModel.")
-    parser.add_argument("--arch", required=True, help="a name from bl_net_tf.list_models()")
-    parser.add_argument("--alpha", type=int, default=2)
-    parser.add_argument("--beta", type=int, default=4)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--weights", help="Keras .weights.h5 written by training or convert_pytorch")
-    source.add_argument("--pytorch_checkpoint", help="official PyTorch .pth.tar (needs torch)")
-    parser.add_argument("--num_classes", type=int, default=None,
-                        help="classes of --weights (default 1000); a PyTorch checkpoint says its own")
-    parser.add_argument("--upsample", choices=UPSAMPLE_MODES, default=None,
-                        help="as trained: bilinear (default) for --weights, nearest for --pytorch_checkpoint")
-    parser.add_argument("--image_size", type=int, default=DEFAULT_IMAGE_SIZE, help="network input (crop) size")
-    parser.add_argument("--class_names", help="text file, one class name per line, in class-index order")
-    parser.add_argument("--export_dir", required=True, help="models/<name>/<version>, version a number")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --export_dir")
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     # Fail before the slow part (building the model) on what can be checked up front.
+    limits = ServingLimits(args.max_batch, args.max_pixels, args.max_aspect_ratio)
     _check_export_dir(args.export_dir, args.overwrite)
     if not os.path.basename(os.path.normpath(args.export_dir)).isdigit():
         logger.warning("TF Serving only loads numeric version folders (models/<name>/<version>); "
                         "%s does not end in one", args.export_dir)
-    class_names = _read_class_names(args.class_names) if args.class_names else None
-    model = _build_model(args)
-    export_saved_model(model, args.export_dir, image_size=args.image_size, class_names=class_names,
-                       overwrite=args.overwrite)
-    print(f"exported {args.arch} to {args.export_dir}")
+    source = sources.load(args)
+    class_names = _read_class_names(args.class_names) if args.class_names else source.class_names
+    export_saved_model(source.model, args.export_dir, image_size=source.image_size, class_names=class_names,
+                       eval_protocol=source.eval_protocol, limits=limits, overwrite=args.overwrite)
+    print(f"exported {source.description} to {args.export_dir} ({source.image_size}x{source.image_size}, "
+          f"{source.eval_protocol} protocol, max_batch={limits.max_batch}, max_pixels={limits.max_pixels}, "
+          f"max_aspect_ratio={limits.max_aspect_ratio:g})")
 
 
 def main(argv=None) -> int:

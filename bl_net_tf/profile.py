@@ -13,6 +13,8 @@ import sys
 import keras
 from keras import layers
 
+from bl_net_tf.constants import DEFAULT_IMAGE_SIZE, IMAGENET_CLASSES
+
 
 def _spatial(layer) -> int:
     shape = layer.output.shape
@@ -51,7 +53,7 @@ def count_params(model: keras.Model) -> int:
     return int(sum(math.prod(v.shape) for v in model.trainable_weights))
 
 
-def profile(arch: str, image_size: int | None = 224, *, include_fc: bool = False, input_shape=None,
+def profile(arch: str, image_size: int | None = DEFAULT_IMAGE_SIZE, *, include_fc: bool = False, input_shape=None,
             **kwargs) -> tuple:
     """Builds ``arch`` channels_last and returns (params, MACs); without the FC by default, as the
     paper's ImageNet tables count."""
@@ -137,11 +139,11 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", help="a registered arch (see --zoo)")
     parser.add_argument("--alpha", type=int, default=2)
     parser.add_argument("--beta", type=int, default=4)
-    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--image_size", type=int, default=DEFAULT_IMAGE_SIZE)
     parser.add_argument("--cardinality", type=int)
     parser.add_argument("--base_width", type=int)
     parser.add_argument("--merge", default="add")
-    parser.add_argument("--num_classes", type=int, default=1000)
+    parser.add_argument("--num_classes", type=int, default=IMAGENET_CLASSES)
     parser.add_argument("--paper", action="store_true", help="every row of the paper's tables vs ours")
     parser.add_argument("--zoo", action="store_true", help="every registered model at α=2, β=4")
     parser.add_argument("--markdown", action="store_true", help="with --zoo: a markdown table")

@@ -168,8 +168,8 @@ def test_eval_image_is_deterministic_and_centred():
     image = np.zeros((60, 80, 3), np.uint8)
     image[:, 20:60] = 255
     encoded = tf.io.encode_png(image)
-    first = augment.eval_image(encoded, tf.constant(False), 32)
-    np.testing.assert_array_equal(first, augment.eval_image(encoded, tf.constant(False), 32))
+    first = augment.eval_image(encoded, 32)
+    np.testing.assert_array_equal(first, augment.eval_image(encoded, 32))
     assert first.shape == (32, 32, 3) and first.dtype == tf.uint8
     assert recipe.eval_resize_size(224) == 256
     middle = first.numpy()[:, 6:26]

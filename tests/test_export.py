@@ -1,5 +1,7 @@
 """bl_net_tf.export: one SavedModel of a channels_first bL-ResNet-50 (10 classes, 64x64), checked
-the way TF Serving uses it: loaded in a fresh process, and through TF's own saved_model_cli."""
+the way TF Serving uses it: loaded in a fresh process, its warm-up requests replayed there, and
+through TF's own saved_model_cli. (Limits: test_serving_limits.py; export from a training run:
+test_export_from_run.py.)"""
 import io
 import json
 import os
@@ -20,7 +22,6 @@ from bl_net_tf.data.recipe import eval_resize_size
 from bl_net_tf.export import export_saved_model, main
 from bl_net_tf.models.layers import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, ImageNetNormalization
 from bl_net_tf.serving.layout import channels_last_copy
-from bl_net_tf.serving.preprocess import resized_shape
 from bl_net_tf.serving.signatures import serving_network
 
 SIZE = 64
@@ -63,8 +64,19 @@ for name in encoded["invalid"]:
         errors[name] = "no error"
     except Exception as error:
         errors[name] = type(error).__name__
+# TF Serving's warm-up: the PredictionLog records, read with TF Serving's own protos, replayed.
+from tensorflow_serving.apis import prediction_log_pb2
+replayed = []
+for record in tf.data.TFRecordDataset(f"{export_dir}/assets.extra/tf_serving_warmup_requests"):
+    log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+    request = log.predict_log.request
+    inputs = {name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()}
+    outputs = model.signatures[request.model_spec.signature_name](**inputs)
+    replayed.append({"log_type": log.WhichOneof("log_type"), "signature": request.model_spec.signature_name,
+                     "inputs": {name: list(value.shape) for name, value in inputs.items()},
+                     "probabilities": list(outputs["probabilities"].shape)})
 np.savez(f"{folder}/results.npz", **results)
-json.dump(errors, open(f"{folder}/errors.json", "w"))
+json.dump({"errors": errors, "warmup": replayed}, open(f"{folder}/errors.json", "w"))
 """
 
 
@@ -153,7 +165,7 @@ def fresh_process(export_dir, inputs):
     folder, _ = inputs
     subprocess.run([sys.executable, "-c", FRESH_PROCESS, export_dir, str(folder)], check=True, env=ENV)
     results = dict(np.load(folder / "results.npz"))
-    results["errors"] = json.loads((folder / "errors.json").read_text())
+    results.update(json.loads((folder / "errors.json").read_text()))
     return results
 
 
@@ -202,6 +214,19 @@ def test_tf1_session_loader_serves_image_bytes(fresh_process):
 def test_non_image_bytes_raise_invalid_argument(fresh_process):
     assert fresh_process["errors"] == {"garbage.jpg": "InvalidArgumentError", "empty.png": "InvalidArgumentError",
                                        "truncated.jpg": "InvalidArgumentError"}
+
+
+def test_warmup_requests_replay_against_the_saved_model(fresh_process):
+    """TF Serving replays assets.extra/tf_serving_warmup_requests at load: real-shaped requests to both
+    signatures (a photo-sized JPEG, JPEG + PNG, one crop), each answered."""
+    assert fresh_process["warmup"] == [
+        {"log_type": "predict_log", "signature": "serving_default", "inputs": {"image_bytes": [1]},
+         "probabilities": [1, NUM_CLASSES]},
+        {"log_type": "predict_log", "signature": "serving_default", "inputs": {"image_bytes": [2]},
+         "probabilities": [2, NUM_CLASSES]},
+        {"log_type": "predict_log", "signature": "predict_images", "inputs": {"images": [1, SIZE, SIZE, 3]},
+         "probabilities": [1, NUM_CLASSES]},
+    ]
 
 
 def test_saved_model_cli_show_lists_the_signatures(export_dir):
@@ -339,10 +364,3 @@ def test_contract_errors(tmp_path):
     with pytest.raises(ValueError, match="features_only"):
         export_saved_model(features, str(tmp_path / "c"))
     assert not any((tmp_path / name).exists() for name in "abc")
-
-
-@pytest.mark.parametrize("height, width, expected", [
-    (100, 200, (73, 146)), (200, 100, (146, 73)), (73, 73, (73, 73)), (375, 500, (73, 97)), (500, 333, (110, 73)),
-])
-def test_resized_shape_keeps_the_aspect_ratio(height, width, expected):
-    assert tuple(int(v) for v in resized_shape(height, width, RESIZED)) == expected

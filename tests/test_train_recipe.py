@@ -1,6 +1,7 @@
 """The training recipe without training: flags and flagfiles, the learning-rate schedule, the
 optimizer and weight decay against Tensorpack's, losses and errors, bad configurations."""
 import glob
+import json
 import math
 import os
 
@@ -12,9 +13,9 @@ from absl import flags
 
 import bl_net_tf
 from bl_net_tf import paper_tables
-from bl_net_tf.models import registry
+from bl_net_tf.models import validate_model_options
 from bl_net_tf.training import config as cfg
-from bl_net_tf.training import distribute, optimizer as optimizers, schedule as schedules, steps
+from bl_net_tf.training import distribute, optimizer as optimizers, run_config, schedule as schedules, steps
 from bl_net_tf.training.flags import config_from_flags, define_flags
 from bl_net_tf.training.progress import Errors, parse_eval_line
 
@@ -63,27 +64,63 @@ def test_demo_defaults_fill_only_the_flags_not_given():
     assert parse("--epochs=3", "--warmup_epochs=0").warmup == 0
 
 
-def test_every_paper_row_of_tables_1_2_11_has_a_flagfile():
-    names = {os.path.basename(path)[:-4] for path in FLAGFILES}
-    rows = [row for row in paper_tables.ROWS if row.table in ("1/11", "2")]
-    assert len(rows) > 20
-    for row in rows:
-        ab = f"-a{row.kwargs['alpha']}-b{row.kwargs['beta']}" if row.kwargs else ""
-        assert f"{row.arch}{ab}" + ("@256" if row.image_size == 256 else "") in names, row.label
+def test_the_flagfiles_are_the_paper_table_written_out(tmp_path):
+    """flags/ is paper_tables.ROWS of Tables 1, 2, 6, 7, 8 and 11 as the generator writes them, byte for
+    byte: a row and its file cannot drift apart (after changing the table: python -m
+    bl_net_tf.paper_tables --write_flagfiles=flags)."""
+    assert paper_tables.main(["--write_flagfiles", str(tmp_path)]) == 0
+    written = sorted(os.listdir(tmp_path))
+    assert written == [os.path.basename(path) for path in FLAGFILES]
+    assert len(written) == len(paper_tables.rows(*paper_tables.FLAGFILE_TABLES)) == 37
+    for name in written:
+        assert (tmp_path / name).read_bytes() == open(os.path.join(REPO, "flags", name), "rb").read(), name
+
+
+def test_docs_list_every_recipe():
+    with open(os.path.join(REPO, "docs", "training.md"), encoding="utf-8") as f:
+        docs = f.read()
+    assert [path for path in FLAGFILES if f"`{os.path.basename(path)[:-4]}`" not in docs] == []
 
 
 @pytest.mark.parametrize("path", FLAGFILES, ids=lambda p: os.path.basename(p))
 def test_flagfile_parses_to_a_valid_paper_config(path):
     config = parse(f"--flagfile={path}", "--data_dir=/data/imagenet")
     name = os.path.basename(path)[:-4]
-    spec = registry.get_spec(config.arch, config.cardinality, config.base_width)
-    assert name.split("@")[0] == (f"{spec.name}-a{config.alpha}-b{config.beta}" if spec.big_little else spec.name)
+    assert name.split("@")[0] == config.run_name  # the run's own name, options included
     assert config.model_dir == f"train_log/{name.split('@')[0]}"
     if name.endswith("@256"):  # the same model, evaluated on 256 crops
         assert config.eval_only and config.eval_image_size == 256
     else:
         assert (config.batch_size, config.epochs, config.peak_lr, config.lr_schedule) == (256, 110, 0.1, "cosine")
         assert (config.weight_decay, config.momentum, config.image_size) == (1e-4, 0.9, 224)
+
+
+def test_no_flagfile_pins_what_the_batch_size_derives():
+    """The linear-scaling rule: a user who adds --batch_size=512 after any recipe trains at 0.2 with
+    Tensorpack's 3-epoch warm-up from 0.1."""
+    for path in FLAGFILES:
+        with open(path, encoding="utf-8") as f:
+            assert not [line for line in f if line.startswith(("--lr=", "--warmup_epochs="))], path
+        config = parse(f"--flagfile={path}", "--data_dir=/d", "--batch_size=512")
+        assert (config.peak_lr, config.warmup) == (0.2, 3.0), path
+
+
+@pytest.mark.parametrize("name, options", [
+    ("resnet50-lowres", dict(arch="resnet50-lowres")),
+    ("resnet101-lowres", dict(arch="resnet101-lowres")),
+    ("bl-resnet50-a2-b4-concat", dict(arch="bl-resnet50", merge="concat")),
+    ("bl-resnet50-a2-b4-k3", dict(arch="bl-resnet50", branches=3)),
+    ("bl-resnet50-a2-b4-m2", dict(arch="bl-resnet50", merges=2)),
+    ("bl-resnet50-a2-b4-m1", dict(arch="bl-resnet50", merges=1)),
+    ("bl-resnet101-a2-b4-m7", dict(arch="bl-resnet101", merges=7)),
+])
+def test_tables_6_7_and_8_are_trainable_by_name(name, options):
+    config = parse(f"--flagfile={os.path.join(REPO, 'flags', name + '.cfg')}", "--data_dir=/d")
+    assert {k: getattr(config, k) for k in options} == options
+    model = config.model_request()  # what the trainer builds, and run_config.json records
+    recorded = run_config.model_options(config, num_classes=1000)
+    assert validate_model_options(**recorded, input_shape=(224, 224, 3), include_preprocessing=True) == model
+    assert recorded["shortcut"] == ("conv" if "lowres" in name else "avgpool")
 
 
 @pytest.mark.parametrize("name", ["bl-resnet50-a4-b4", "bl-resnext50-32x4d-a2-b4"])
@@ -94,15 +131,32 @@ def test_flagfile_builds_its_model(name):
     assert model.output.shape == (None, 10)
 
 
+def test_a_run_config_from_before_the_shortcut_option_rebuilds_the_pooled_network(tmp_path):
+    """Until the option existed every ResNet-family network had the average-pool shortcut, and its
+    variables alone cannot tell it from a strided 1x1: reading such a file restores it."""
+    for arch, shortcut in (("resnet50", "avgpool"), ("bl-resnet50", "avgpool"), ("shufflenetv2", None)):
+        model = {"arch": arch, "alpha": 2, "beta": 4, "cardinality": None, "base_width": None, "num_classes": 10}
+        (tmp_path / run_config.FILE_NAME).write_text(json.dumps(
+            {"format_version": 1, "model": model, "num_classes": 10, "image_size": 32, "eval_image_size": 32,
+             "eval_protocol": "official", "class_names": None}))
+        assert run_config.read(str(tmp_path)).model.get("shortcut") == shortcut
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--arch=bl-resnet42"], "unknown arch 'bl-resnet42'"),
     (["--arch=resnet50", "--cardinality=8"], "cardinality/base_width apply to ResNeXt"),
+    (["--arch=bl-resnext50-32x4d", "--alpha=3"], "alpha must divide the 64 stem channels"),  # the model's check
     (["--epochs=3", "--warmup_epochs=3"], "warmup_epochs must be in [0, epochs=3)"),
     (["--lr=-1"], "lr must be > 0"),
     (["--batch_size=0"], "batch_size must be an integer >= 1"),
     (["--eval_image_size=64"], "needs a --data_dir"),
     (["--weight_decay=0", "--weight_decay_norm"], "weight_decay_norm"),
     (["--label_smoothing=1"], "label_smoothing must be in [0, 1)"),
+    (["--arch=resnet50", "--merges=2"], "merges=2 is an ablation of the bL-ResNet/ResNeXt/SE-ResNeXt archs"),
+    (["--branches=4"], "branches must be one of 2, 3"),
+    (["--merge=concat", "--merges=2"], "merge='concat' and merges=2 are separate ablations"),
+    (["--arch=bl-resnet101", "--merges=2"], "merges=2 is not defined for depth 101; allowed: 4, 7"),
+    (["--arch=shufflenetv2", "--shortcut=conv"], "shortcut applies to the ResNet/ResNeXt/SE-ResNeXt archs"),
 ])
 def test_contradictory_or_bad_flags_fail_with_one_line(argv, message):
     with pytest.raises(ValueError) as error:

@@ -239,19 +239,18 @@ def test_a_bad_flag_is_one_error_line_and_a_nonzero_exit():
 
 @pytest.fixture(scope="module")
 def app():
-    """train_imagenet.py's main(), run in this process (flags parsed anew for each call)."""
-    import importlib.util
-
+    """What train_imagenet.py and bl-net-train run, in this process (flags parsed anew for each call)."""
     from absl import flags
 
-    spec = importlib.util.spec_from_file_location("train_imagenet", TRAIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from bl_net_tf.training import cli, flags as training_flags
+
+    flag_values = flags.FlagValues()
+    training_flags.define_flags(flag_values)
 
     def main(*argv):
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(["train_imagenet.py", *argv])
-        return module.main(["train_imagenet.py"])
+        flag_values.unparse_flags()
+        flag_values(["train_imagenet.py", *argv])
+        return cli.run(flag_values)
 
     return main
 
@@ -266,7 +265,7 @@ def test_bad_input_fails_with_one_line(app, tmp_path, capsys):
         (["--data_dir=/no/such/dir"], "error: data_dir '/no/such/dir' does not exist"),
         ([f"--data_dir={empty}"], "error: No images in"),
         (["--arch=resnet7"], "error: unknown arch 'resnet7'"),
-        (["--gpus=4"], "error: --gpus=4 but only 0 GPU(s) exist"),
+        (["--gpus=4", "--demo"], "error: --gpus=4 but only 0 GPU(s) exist"),  # without --demo: no ImageNet
         ([f"--model_dir={a_file}/run"], f"error: model_dir '{a_file}/run' is not writable"),
         ([f"--model_dir={tmp_path}/m", f"--export_dir={a_file}/x/1"], f"error: export_dir's parent '{a_file}/x'"),
         (["--epochs=2", "--warmup_epochs=5"], "error: warmup_epochs must be in [0, epochs=2)"),

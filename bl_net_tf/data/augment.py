@@ -1,17 +1,18 @@
 """The fbresnet training and evaluation transforms (``recipe.py``) in TF ops.
 
 Training: Inception-style random crop (decoding only the crop of a JPEG), bicubic
-resize, the colour augmentation of ``color.py``, horizontal flip. Evaluation:
-bicubic resize of the shorter side, centre crop. Randomness is stateless: each
+resize, the colour augmentation of ``color.py``, horizontal flip. Evaluation
+(:func:`eval_image`, also the serving graph's): bicubic resize of the shorter side, centre crop,
+computed on the window of the original image that the crop reads. Randomness is stateless: each
 example carries its own ``seed`` (an int64 ``[2]`` tensor, see
 ``tfdata_loader.py``), so a seeded pipeline gives the same images whatever the
 parallelism. Images stay float32 from the resize on and are rounded to uint8 once.
 """
 import tensorflow as tf
 
-from bl_net_tf.data import recipe
+from bl_net_tf.data import headers, recipe
 from bl_net_tf.data.color import color_jitter
-from bl_net_tf.data.decode import decode_rgb, decode_window_rgb
+from bl_net_tf.data.decode import decode_window, decode_window_rgb
 
 
 def sample_crop_window(height_width: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -71,18 +72,60 @@ def train_image(encoded, is_complete_jpeg, seed, image_size: int) -> tf.Tensor:
     return tf.ensure_shape(image, [image_size, image_size, 3])
 
 
-def eval_image(encoded, is_complete_jpeg, eval_size: int) -> tf.Tensor:
-    """Resizes the shorter side to ``eval_size / 0.875`` and centre crops ``eval_size``.
+# Source pixels kept around the window: the bicubic kernel reaches 2 pixels out, plus one for rounding.
+_KERNEL_MARGIN = 3
 
-    Rounding follows Tensorpack's ``ResizeShortestEdge`` and ``CenterCrop``.
+
+def center_window(height, width, eval_size: int, resize: int):
+    """Where "resize the shorter side to ``resize``, centre crop ``eval_size``" samples the image.
+
+    The resized size and the crop offset round as Tensorpack's ``ResizeShortestEdge`` and
+    ``CenterCrop``. Returns, in the original image's coordinates, the int32 window
+    ``[offset_y, offset_x, height, width]`` that the crop's pixels read from (with the bicubic
+    kernel's reach), and the float32 ``scale`` and ``translation`` (``[y, x]``) that make
+    ``ScaleAndTranslate`` of that window give exactly the crop of the whole resized image.
     """
-    image = decode_rgb(encoded, is_complete_jpeg)
-    hw = tf.cast(tf.shape(image)[:2], tf.float32)
-    short = float(recipe.eval_resize_size(eval_size))
+    hw = tf.cast(tf.stack([height, width]), tf.float64)
+    short = float(resize)
     scaled = tf.floor(hw * short / tf.reduce_min(hw) + 0.5)
     # Tensorpack pins the height when h < w and the width otherwise.
     new_hw = tf.where(hw[0] < hw[1], tf.stack([short, scaled[1]]), tf.stack([scaled[0], short]))
-    resized = _resize_bicubic(image, tf.cast(new_hw, tf.int32))
-    offset = tf.cast(tf.floor((new_hw - eval_size) * 0.5), tf.int32)
-    crop = resized[offset[0]:offset[0] + eval_size, offset[1]:offset[1] + eval_size]
-    return tf.ensure_shape(_to_uint8(crop), [eval_size, eval_size, 3])
+    offset = tf.floor((new_hw - eval_size) * 0.5)
+    scale = new_hw / hw
+    # Half-pixel centres: output pixel i of the resize reads around source (i + 0.5) / scale - 0.5.
+    first = tf.floor((offset + 0.5) / scale - 0.5) - _KERNEL_MARGIN
+    last = tf.math.ceil((offset + eval_size - 0.5) / scale - 0.5) + _KERNEL_MARGIN
+    start = tf.maximum(first, 0.0)
+    stop = tf.minimum(last + 1.0, hw)
+    window = tf.cast(tf.concat([start, stop - start], 0), tf.int32)
+    return window, tf.cast(scale, tf.float32), tf.cast(scale * start - offset, tf.float32)
+
+
+def eval_image(encoded, eval_size: int, *, protocol: str = recipe.DEFAULT_EVAL_PROTOCOL,
+               limits: headers.ImageLimits = headers.ImageLimits(), label="image") -> tf.Tensor:
+    """The evaluation transform: resize the shorter side (``recipe.eval_resize_size``), centre crop.
+
+    The one transform of the tf.data evaluation and of the serving graph. It reads the size from
+    the encoded header and refuses what ``limits`` does not allow before decoding; then it decodes
+    only the window that the crop reads (a JPEG's window is all libjpeg decodes) and resamples that
+    window straight to ``eval_size`` x ``eval_size``: the same pixels as resizing the whole image
+    and cropping (bicubic, Keys a = -0.5, half-pixel centres; differences below 0.1 grey level
+    before rounding). Nothing is larger than the decoded image (``limits.max_pixels``), whatever
+    its aspect ratio; the resampling's intermediates are a few ``eval_size`` x ``eval_size``.
+    ``label`` (e.g. the file name) starts the error messages.
+
+    Returns:
+      uint8 ``[eval_size, eval_size, 3]`` RGB.
+
+    Raises (when the graph runs):
+      InvalidArgumentError: not a JPEG, PNG, GIF, BMP or WebP; above a limit; undecodable.
+    """
+    resize = recipe.eval_resize_size(eval_size, protocol)
+    header = headers.read(encoded, label)
+    with tf.control_dependencies(headers.check(header, limits, label)):
+        window, scale, translation = center_window(header.height, header.width, eval_size, resize)
+        crop = decode_window(header.data, header.format, window)
+    resized = tf.raw_ops.ScaleAndTranslate(
+        images=crop[None], size=[eval_size, eval_size], scale=scale, translation=translation,
+        kernel_type="keyscubic", antialias=False)[0]
+    return tf.ensure_shape(_to_uint8(resized), [eval_size, eval_size, 3])

@@ -3,7 +3,7 @@ import numbers
 
 import tensorflow as tf
 
-from bl_net_tf.data import folder, sources, tensorpack_loader, tfdata_loader
+from bl_net_tf.data import folder, recipe, sources, tensorpack_loader, tfdata_loader
 from bl_net_tf.data.skipped import SkippedFiles
 
 SPLITS = {"train": "train", "val": "val", "validation": "val"}
@@ -18,7 +18,7 @@ def _positive_int(name: str, value) -> None:
 def imagenet_dataset(data_dir: str, split: str, batch_size: int, *, loader: str = "tfdata",
                      image_size: int = 224, eval_image_size=None, shuffle=None, seed=None,
                      drop_remainder=None, input_context=None, label_offset=None,
-                     skipped=None) -> tf.data.Dataset:
+                     skipped=None, eval_protocol: str = recipe.DEFAULT_EVAL_PROTOCOL) -> tf.data.Dataset:
     """ImageNet batches ``(images uint8 [B, H, W, 3] RGB, labels int32 [B])``.
 
     Args:
@@ -32,8 +32,8 @@ def imagenet_dataset(data_dir: str, split: str, batch_size: int, *, loader: str 
             the paper used, image folders only; needs the ``tensorpack`` extra).
         image_size: training crop size; the evaluation size when ``eval_image_size``
             is None.
-        eval_image_size: evaluation crop size, after resizing the shorter side to
-            ``round(eval_image_size / 0.875)`` (the paper's "@256" rows use 256).
+        eval_image_size: evaluation crop size (the paper's "@256" rows use 256), after
+            resizing the shorter side as ``eval_protocol`` says.
         shuffle: shuffle the images; defaults to True for train, False for val.
         seed: makes the tf.data loader's order and augmentation reproducible.
         drop_remainder: drop a last partial batch; defaults to True for train and
@@ -44,6 +44,10 @@ def imagenet_dataset(data_dir: str, split: str, batch_size: int, *, loader: str 
             labels of the TF-slim / Inception converters. Only for TFRecord shards.
         skipped: a :class:`SkippedFiles` to count the unreadable files in; they are
             logged as warnings either way.
+        eval_protocol: the shorter side the evaluation images are resized to before the
+            centre crop: "official" (256 for 224 and for 256, as the official release;
+            size / 0.875 for other sizes), or "fraction" (size / 0.875); see
+            ``recipe.EVAL_PROTOCOLS`` and docs/data.md.
 
     Returns:
         A ``tf.data.Dataset`` of one epoch (repeat it for more).
@@ -59,6 +63,7 @@ def imagenet_dataset(data_dir: str, split: str, batch_size: int, *, loader: str 
     _positive_int("image_size", image_size)
     if eval_image_size is not None:
         _positive_int("eval_image_size", eval_image_size)
+    recipe.check_eval_protocol(eval_protocol)
     split = SPLITS[split]
     train = split == "train"
     shuffle = train if shuffle is None else shuffle
@@ -79,9 +84,10 @@ def imagenet_dataset(data_dir: str, split: str, batch_size: int, *, loader: str 
         return tensorpack_loader.images(data_dir, split, image_list, train=train,
                                         image_size=size, batch_size=batch_size,
                                         shuffle=shuffle, drop_remainder=drop_remainder,
-                                        skipped=skipped)
+                                        skipped=skipped, eval_protocol=eval_protocol)
     examples = sources.examples(source, data_dir, split, shuffle=shuffle, seed=seed,
                                 input_context=input_context, label_offset=label_offset)
     return tfdata_loader.images(examples, train=train, image_size=size, batch_size=batch_size,
                                 drop_remainder=drop_remainder, seed=seed,
-                                deterministic=seed is not None or not shuffle, skipped=skipped)
+                                deterministic=seed is not None or not shuffle, skipped=skipped,
+                                eval_protocol=eval_protocol)

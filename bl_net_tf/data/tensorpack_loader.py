@@ -34,17 +34,19 @@ from bl_net_tf.data.skipped import SkippedFiles
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
-def fbresnet_augmentors(train: bool, image_size: int) -> list:
+def fbresnet_augmentors(train: bool, image_size: int,
+                        eval_protocol: str = recipe.DEFAULT_EVAL_PROTOCOL) -> list:
     """Tensorpack's ``fbresnet_augmentor`` for BGR uint8 images, sized ``image_size``.
 
     For evaluation ``image_size`` is the centre crop after resizing the shorter side
-    to ``image_size / 0.875``.
+    to ``recipe.eval_resize_size(image_size, eval_protocol)``.
     """
     import cv2
     from tensorpack.dataflow import imgaug
 
     if not train:
-        return [imgaug.ResizeShortestEdge(recipe.eval_resize_size(image_size), cv2.INTER_CUBIC),
+        return [imgaug.ResizeShortestEdge(recipe.eval_resize_size(image_size, eval_protocol),
+                                          cv2.INTER_CUBIC),
                 imgaug.CenterCrop((image_size, image_size))]
     return [
         imgaug.GoogleNetRandomCropAndResize(
@@ -221,14 +223,14 @@ class _WorkerBatches:
 
 
 def images(data_dir: str, split: str, image_list: ImageList, *, train: bool, image_size: int,
-           batch_size: int, shuffle: bool, drop_remainder: bool,
-           skipped: SkippedFiles) -> tf.data.Dataset:
+           batch_size: int, shuffle: bool, drop_remainder: bool, skipped: SkippedFiles,
+           eval_protocol: str = recipe.DEFAULT_EVAL_PROTOCOL) -> tf.data.Dataset:
     """Batches ``(uint8 [B, S, S, 3] RGB, int32 [B])`` of ``image_list`` through Tensorpack."""
     from tensorpack.dataflow import AugmentImageComponent, BatchData, MapData
     from tensorpack.dataflow import MultiProcessRunnerZMQ
 
     flow = MapData(_image_files(data_dir, split, image_list, shuffle), DecodeBGR(skipped))
-    flow = AugmentImageComponent(flow, fbresnet_augmentors(train, image_size), copy=False)
+    flow = AugmentImageComponent(flow, fbresnet_augmentors(train, image_size, eval_protocol), copy=False)
     # Without shuffling, every worker would send the same images in the same order.
     in_workers = train and shuffle
     if in_workers:

@@ -9,7 +9,7 @@ JPEG) is dropped by ``ignore_errors``, which logs TF's error without the file na
 """
 import tensorflow as tf
 
-from bl_net_tf.data import augment, decode, integrity
+from bl_net_tf.data import augment, decode, integrity, recipe
 from bl_net_tf.data.skipped import SkippedFiles
 
 
@@ -24,12 +24,12 @@ def _verifier(skipped: SkippedFiles):
 
 
 def images(examples: tf.data.Dataset, *, train: bool, image_size: int, batch_size: int,
-           drop_remainder: bool, seed, deterministic: bool,
-           skipped: SkippedFiles) -> tf.data.Dataset:
+           drop_remainder: bool, seed, deterministic: bool, skipped: SkippedFiles,
+           eval_protocol: str = recipe.DEFAULT_EVAL_PROTOCOL) -> tf.data.Dataset:
     """Batches ``(uint8 [B, S, S, 3] RGB, int32 [B])`` from ``(name, encoded, label)``.
 
     ``train`` selects the random fbresnet augmentation at ``image_size``, else the
-    centre crop of ``image_size``. With a ``seed`` the augmentation is reproducible;
+    evaluation transform (``eval_protocol``) at ``image_size``. With a ``seed`` the augmentation is reproducible;
     each new iteration (epoch) still draws new augmentations. ``deterministic``
     keeps the order of ``examples`` through the whole pipeline (for the sources'
     parallel reads too); without it, an image that is slow to read does not hold
@@ -47,7 +47,7 @@ def images(examples: tf.data.Dataset, *, train: bool, image_size: int, batch_siz
         def transform():
             if train:
                 return augment.train_image(encoded, is_jpeg, seed_pair, image_size)
-            return augment.eval_image(encoded, is_jpeg, image_size)
+            return augment.eval_image(encoded, image_size, protocol=eval_protocol, label=name)
 
         image = tf.cond(readable, transform,
                         lambda: tf.zeros([image_size, image_size, 3], tf.uint8))

@@ -65,9 +65,6 @@ from keras import layers
 from bl_net_tf.models.blocks import stack
 from bl_net_tf.models.layers import LayerContext, ResizeLike, avg_pool_3x3_s2, conv_bn
 
-MERGE_KINDS = ("add", "concat")
-BRANCH_COUNTS = (2, 3)
-
 
 @dataclasses.dataclass(frozen=True)
 class Unmerged:

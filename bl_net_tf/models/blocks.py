@@ -7,6 +7,7 @@ and ``se`` (see registry.py). Layer names: ``{name}_conv1`` .. ``{name}_conv3``,
 """
 from __future__ import annotations
 
+import keras
 from keras import layers
 
 from bl_net_tf.models.layers import LayerContext, avg_pool_3x3_s2, batch_norm, conv, conv_bn
@@ -21,25 +22,41 @@ def bottleneck_width(planes: int, cardinality: int, base_width: int) -> int:
     return (planes * base_width // 64) // EXPANSION * cardinality
 
 
+# The SE layers' kernels: He-normal over fan-in, truncated (Tensorpack's FullyConnected default,
+# variance_scaling_initializer(2.0), which its se_resnet_bottleneck's fc1/fc2 use: tensorpack
+# examples/ResNet/resnet_model.py at 0086e156c7a8c769fffea2214242c1b5767359d7, the paper's training
+# code). Biases start at zero, as there and in the official blseresnext.py, whose init loop gives
+# the SE 1x1 convs kaiming_normal_ over fan-out instead (docs/training.md lists the difference).
+SE_KERNEL_INIT = keras.initializers.VarianceScaling(scale=2.0, mode="fan_in", distribution="truncated_normal")
+
+
 def squeeze_excite(ctx: LayerContext, x, *, name: str):
     """SE with reduction 16 and biased 1x1 convolutions (Hu et al. 2018, blseresnext.py)."""
     channels = ctx.channels(x)
     s = layers.GlobalAveragePooling2D(data_format=ctx.data_format, keepdims=True, name=f"{name}_se_pool")(x)
     s = layers.Conv2D(channels // SE_REDUCTION, 1, use_bias=True, data_format=ctx.data_format,
-                      name=f"{name}_se_reduce")(s)
+                      kernel_initializer=SE_KERNEL_INIT, bias_initializer="zeros", name=f"{name}_se_reduce")(s)
     s = layers.ReLU(name=f"{name}_se_relu")(s)
     s = layers.Conv2D(channels, 1, use_bias=True, activation="sigmoid", data_format=ctx.data_format,
-                      name=f"{name}_se_expand")(s)
+                      kernel_initializer=SE_KERNEL_INIT, bias_initializer="zeros", name=f"{name}_se_expand")(s)
     return layers.Multiply(name=f"{name}_se_scale")([x, s])
 
 
 def shortcut(ctx: LayerContext, x, planes: int, stride: int, *, name: str):
-    """Identity, or 3x3/s2 average pooling then a 1x1 conv + BN where the shape changes
-    (the official release's downsample; pooling instead of a strided 1x1 keeps every input pixel)."""
-    if stride != 1:
+    """Identity where the block keeps the shape, else a projection to ``planes`` at ``stride``, as
+    ``ctx.shortcut`` says:
+
+    ``"conv"``: a 1x1 conv + BN carrying the stride (Tensorpack's ``resnet_shortcut``,
+      examples/ResNet/resnet_model.py): the plain baselines, as the paper trained them.
+    ``"avgpool"``: 3x3/s2 average pooling where the block strides, then a 1x1 conv + BN where the
+      width changes (the official release's ``downsample``, models/blresnet.py): the bL models.
+      Pooling instead of a strided 1x1 keeps every input pixel.
+    """
+    pooled = ctx.shortcut == "avgpool" and stride != 1
+    if pooled:
         x = avg_pool_3x3_s2(ctx, x, name=f"{name}_shortcut_pool")
-    if ctx.channels(x) != planes:
-        x = conv(ctx, x, planes, 1, name=f"{name}_shortcut_conv")
+    if ctx.channels(x) != planes or (stride != 1 and not pooled):
+        x = conv(ctx, x, planes, 1, strides=1 if pooled else stride, name=f"{name}_shortcut_conv")
         x = batch_norm(ctx, x, name=f"{name}_shortcut_bn")
     return x
 

@@ -1,28 +1,67 @@
-"""``create_model``: validates the request, then builds a Keras functional model from the registry."""
+"""``create_model``: validates the whole request (:func:`validate_model_options`), then builds a
+Keras functional model from the registry and the arch's family (families.py)."""
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from typing import Optional
 
 import keras
 from keras import layers
 
-from bl_net_tf.models import registry, shufflenet, speech
-from bl_net_tf.models.big_little import BRANCH_COUNTS, MERGE_KINDS
-from bl_net_tf.models.layers import UPSAMPLE_MODES, ImageNetNormalization, LayerContext
-from bl_net_tf.models.resnet import (DEFAULT_MERGES, MERGE_LAYOUTS, MIN_INPUT_SIZE, STAGE_PLANES, SUPPORTED_MERGES,
-                                     BigLittleOptions, build_resnet, classifier_head)
+from bl_net_tf import constants
+from bl_net_tf.models import registry
+from bl_net_tf.models.families import FAMILIES, Family
+from bl_net_tf.models.layers import ImageNetNormalization, LayerContext
+from bl_net_tf.models.resnet import DEFAULT_MERGES, BigLittleOptions
 
-DATA_FORMATS = ("channels_first", "channels_last")
-MERGES = MERGE_KINDS
-DEFAULT_IMAGE_SIZE = 224
-# Feature-extractor builder per registry family: (spec, ctx, inputs, bl=...) -> [C2, C3, C4, C5].
-BUILDERS = {"resnet": build_resnet, "resnext": build_resnet, "seresnext": build_resnet,
-            "speech": speech.build_speech, "shufflenetv2": shufflenet.build_shufflenet}
-# Per-family departures from the ImageNet defaults (224x224x3 in, 1000 classes, GAP + FC head, MERGES).
-DEFAULT_INPUT_SHAPES = {"speech": speech.INPUT_SHAPE}
-DEFAULT_NUM_CLASSES = {"speech": speech.NUM_CLASSES}
-HEADS = {"speech": speech.speech_head}
-FAMILY_MERGES = {"speech": speech.MERGES, "shufflenetv2": ("add",)}
+
+@dataclasses.dataclass(frozen=True)
+class ModelOptions:
+    """A validated ``create_model`` request: the arch's spec (ResNeXt widths applied) and the other
+    options under create_model's names, resolved (``num_classes`` and ``input_shape`` from the family when not given, ``merges``
+    4 when None, ``shortcut`` the arch's default when None: None only for a family without the
+    option). ``data_format`` None stays None: it is resolved on the device that builds."""
+
+    spec: registry.ArchSpec
+    alpha: int
+    beta: int
+    num_classes: int
+    input_shape: tuple
+    data_format: Optional[str]
+    include_preprocessing: bool
+    merge: str
+    branches: int
+    merges: int
+    upsample: str
+    shortcut: Optional[str]
+    features_only: bool
+
+    @property
+    def family(self) -> Family:
+        return FAMILIES[self.spec.family]
+
+    @property
+    def name(self) -> str:
+        """The Keras model's name, e.g. ``bl_resnet50_a2_b4`` (+ ``_concat``, ``_k3``, ``_m2``, ``_nearest``, a
+        shortcut other than the arch's default such as ``_conv``, ``_features``)."""
+        name = self.spec.name.replace("-", "_") + (f"_a{self.alpha}_b{self.beta}" if self.spec.big_little else "")
+        name += (f"_{self.merge}" if self.merge != "add" else "") + (f"_k{self.branches}" if self.branches != 2 else "")
+        name += f"_m{self.merges}" if self.merges != DEFAULT_MERGES else ""
+        name += f"_{self.upsample}" if self.spec.big_little and self.upsample != "bilinear" else ""
+        name += f"_{self.shortcut}" if self.shortcut != self.family.default_shortcut(self.spec) else ""
+        return name + ("_features" if self.features_only else "")
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureInfo:
+    """One feature map of a ``features_only`` model (timm's ``feature_info``, Model Garden's
+    ``output_specs``): the layer it taps, its channels and its stride (input size / map size, in
+    frequency for the speech models, which never stride in time)."""
+
+    name: str
+    channels: int
+    stride: int
 
 
 def default_data_format() -> str:
@@ -33,67 +72,87 @@ def default_data_format() -> str:
     return "channels_first" if tf.config.list_physical_devices("GPU") else "channels_last"
 
 
-def _check_positive_int(label: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{label} must be an integer >= 1, got {value!r}")
-
-
-def _check_input_shape(input_shape, default=None) -> tuple:
-    if input_shape is None:
-        return default or (DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE, 3)
+def _check_input_shape(input_shape) -> tuple:
     input_shape = tuple(input_shape)
     if len(input_shape) != 3 or input_shape[-1] not in (1, 3, None):
         raise ValueError(f"input_shape must be (height, width, 3) (images are NHWC whatever the data_format), "
                          f"got {input_shape}")
-    for size in input_shape[:2]:
-        if size is not None and size < MIN_INPUT_SIZE:
-            raise ValueError(f"input size {input_shape[:2]} is too small for the network's stride of 32: "
-                             f"the minimum is {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}")
     return input_shape
 
 
-def _check_ablations(spec: registry.ArchSpec, *, alpha: int, merge: str, branches: int, merges: Optional[int],
-                      features_only: bool) -> int:
-    """Validates the Table 7 / Table 8 ablations (bL-ResNet family only); returns the merge count."""
-    if isinstance(branches, bool) or branches not in BRANCH_COUNTS:
-        raise ValueError(f"branches must be one of {', '.join(map(str, BRANCH_COUNTS))} (Table 7's K), "
+def _check_ablations(spec: registry.ArchSpec, family: Family, *, merge: str, branches, merges) -> int:
+    """Tables 7 and 8's options, one at a time and on the archs that have them; returns ``merges``
+    resolved (their limits per depth and α are the family's check)."""
+    if isinstance(branches, bool) or branches not in constants.BRANCH_COUNTS:
+        raise ValueError(f"branches must be one of {', '.join(map(str, constants.BRANCH_COUNTS))} (Table 7's K), "
                          f"got {branches!r}")
     if merges is not None and (isinstance(merges, bool) or not isinstance(merges, int)):
         raise ValueError(f"merges must be an integer or None (= {DEFAULT_MERGES}), got {merges!r}")
     merges = DEFAULT_MERGES if merges is None else merges
-    resnet_family = BUILDERS[spec.family] is build_resnet
-    ablations = [label for label, on in (("merge='concat'", resnet_family and merge != "add"),
+    ablations = [label for label, on in (("merge='concat'", family.ablations and merge != "add"),
                                          (f"branches={branches}", branches != 2),
                                          (f"merges={merges}", merges != DEFAULT_MERGES)) if on]
-    if not ablations:
-        return merges
-    if not (resnet_family and spec.big_little):
+    if ablations and not (family.ablations and spec.big_little):
         raise ValueError(f"{ablations[0]} is an ablation of the bL-ResNet/ResNeXt/SE-ResNeXt archs, "
                          f"not of {spec.name!r}")
     if len(ablations) > 1:
         raise ValueError(f"{' and '.join(ablations)} are separate ablations (Tables 7, 8); choose one at a time")
-    allowed = SUPPORTED_MERGES[spec.depth]
-    if merges not in allowed:
-        raise ValueError(f"merges={merges} is not defined for depth {spec.depth}; allowed: "
-                         f"{', '.join(map(str, allowed))} (Table 8)")
-    if merge == "concat" and alpha < 2:
-        raise ValueError(f"merge='concat' needs alpha >= 2 (the Big-Branch keeps 1 - 1/alpha of the channels), "
-                         f"got {alpha}")
-    if branches == 3 and (STAGE_PLANES[0] % alpha ** 2 or spec.cardinality > 1 and spec.cardinality % alpha ** 2):
-        raise ValueError(f"branches=3 makes the little branch 1/alpha**2 as wide: alpha**2 = {alpha ** 2} must "
-                         f"divide {STAGE_PLANES[0]} channels (and a ResNeXt cardinality), got alpha={alpha}")
-    if features_only and not all(MERGE_LAYOUTS[merges].stage_merges):
-        raise ValueError(f"features_only needs every stage to end in a merge (merges="
-                         f"{', '.join(str(m) for m in allowed if all(MERGE_LAYOUTS[m].stage_merges))}), got "
-                         f"merges={merges}")
     return merges
+
+
+def _check_shortcut(spec: registry.ArchSpec, family: Family, shortcut: Optional[str]) -> Optional[str]:
+    """``shortcut`` resolved: None is the arch's faithful default (the family's ``default_shortcut``)."""
+    if shortcut is None:
+        return family.default_shortcut(spec)
+    if not family.shortcuts:
+        raise ValueError(f"shortcut applies to the ResNet/ResNeXt/SE-ResNeXt archs (and their bL versions), "
+                         f"not to {spec.name!r}")
+    return constants.check_choice("shortcut", shortcut, family.shortcuts, more=" or None (the arch's default)")
+
+
+def validate_model_options(arch: str, **options) -> ModelOptions:
+    """Checks ``create_model(arch, **options)`` without building anything: the same arguments and
+    defaults, every check create_model makes. Trainers and command lines call it before they prepare
+    data or write anything.
+
+    Returns:
+      the resolved :class:`ModelOptions`.
+
+    Raises:
+      ValueError: one line naming the bad value and what is allowed.
+    """
+    params = inspect.signature(create_model).parameters
+    names = [name for name, param in params.items() if param.kind is param.KEYWORD_ONLY]
+    for name in options:
+        constants.check_choice("option", name, names)
+    values = {name: params[name].default for name in names} | options
+    spec = registry.get_spec(arch, values["cardinality"], values["base_width"])
+    family = FAMILIES[spec.family]
+    num_classes = family.num_classes if values["num_classes"] is None else values["num_classes"]
+    for name, value in (("alpha", values["alpha"]), ("beta", values["beta"]), ("num_classes", num_classes)):
+        constants.check_positive_int(name, value)
+    if values["data_format"] is not None:
+        constants.check_choice("data_format", values["data_format"], constants.DATA_FORMATS, more=" or None")
+    constants.check_choice("upsample", values["upsample"], constants.UPSAMPLE_MODES)
+    if values["merge"] not in family.merges:
+        raise ValueError(f"unknown merge {values['merge']!r} for {spec.name}; allowed: {', '.join(family.merges)}")
+    if values["include_preprocessing"] and spec.task != "image":
+        raise ValueError(f"include_preprocessing (ImageNet mean/std) applies to image models, not {arch!r}")
+    merges = _check_ablations(spec, family, merge=values["merge"], branches=values["branches"],
+                              merges=values["merges"])
+    input_shape = family.input_shape if values["input_shape"] is None else _check_input_shape(values["input_shape"])
+    resolved = dict(values, num_classes=num_classes, input_shape=input_shape, merges=merges,
+                    shortcut=_check_shortcut(spec, family, values["shortcut"]))
+    request = ModelOptions(spec, **{f.name: resolved[f.name] for f in dataclasses.fields(ModelOptions)[1:]})
+    family.check(request)
+    return request
 
 
 def create_model(arch: str, *, alpha: int = 2, beta: int = 4, num_classes: Optional[int] = None, input_shape=None,
                  data_format: Optional[str] = None, include_preprocessing: bool = False, merge: str = "add",
                  branches: int = 2, merges: Optional[int] = None, upsample: str = "bilinear",
-                 cardinality: Optional[int] = None, base_width: Optional[int] = None,
-                 features_only: bool = False) -> keras.Model:
+                 shortcut: Optional[str] = None, cardinality: Optional[int] = None,
+                 base_width: Optional[int] = None, features_only: bool = False) -> keras.Model:
     """Builds a registered architecture as a Keras 3 functional model that outputs logits.
 
     Args:
@@ -113,52 +172,42 @@ def create_model(arch: str, *, alpha: int = 2, beta: int = 4, num_classes: Optio
       merges: how many times the branches merge (Table 8): None (= 4), or 1, 2 on depth 50 and 7 on
         depth 101 (bL-ResNet family only). The ablations are exclusive: one per model.
       upsample: ``bilinear`` (the paper) or ``nearest`` (the official release; its weights need it).
+      shortcut: the projection shortcut of a bottleneck that changes shape: ``conv`` (Tensorpack's
+        strided 1x1 conv + BN) or ``avgpool`` (the official release's 3x3/s2 average pool, then a
+        1x1 conv + BN). None: as the paper's models were trained, ``conv`` for the plain baselines,
+        ``avgpool`` for the bL models (ResNet family only; models/families.py says why).
       cardinality, base_width: ResNeXt width overrides (default 32x4d for the short names).
-      features_only: output the stride-4/8/16/32 feature maps (C2..C5) instead of logits.
+      features_only: output the feature maps (C2..C5 at strides 4, 8, 16, 32 for the image archs)
+        instead of logits; the model's ``feature_info`` describes them (:class:`FeatureInfo`).
 
     Raises:
-      ValueError: an unknown name or option, or a value outside what the architecture allows.
+      ValueError: an unknown name or option, or a value outside what the architecture allows
+        (:func:`validate_model_options`, before anything is built).
     """
-    spec = registry.get_spec(arch, cardinality, base_width)
-    if num_classes is None:
-        num_classes = DEFAULT_NUM_CLASSES.get(spec.family, 1000)
-    _check_positive_int("alpha", alpha)
-    _check_positive_int("beta", beta)
-    _check_positive_int("num_classes", num_classes)
-    if spec.big_little and 64 % alpha:
-        raise ValueError(f"alpha must divide the 64 stem channels (1, 2, 4, 8, ...), got {alpha}")
-    if spec.big_little and spec.cardinality > 1 and spec.cardinality % alpha:
-        raise ValueError(f"cardinality {spec.cardinality} must be divisible by alpha {alpha}: the "
-                         f"Little-Branch uses cardinality/alpha groups")
-    if spec.cardinality > 1 and (64 * spec.base_width // 64) // 4 < 1:
-        raise ValueError(f"base_width {spec.base_width} is too small: each group needs at least one channel "
-                         f"(base_width >= 4)")
-    merge_kinds = FAMILY_MERGES.get(spec.family, MERGES)
-    if merge not in merge_kinds:
-        raise ValueError(f"unknown merge {merge!r} for {spec.name}; allowed: {', '.join(map(str, merge_kinds))}")
-    merges = _check_ablations(spec, alpha=alpha, merge=merge, branches=branches, merges=merges,
-                              features_only=features_only)
-    if include_preprocessing and spec.task != "image":
-        raise ValueError(f"include_preprocessing (ImageNet mean/std) applies to image models, not {arch!r}")
-    if upsample not in UPSAMPLE_MODES:
-        raise ValueError(f"unknown upsample {upsample!r}; allowed: {', '.join(UPSAMPLE_MODES)}")
-    if data_format is None:
-        data_format = default_data_format()
-    if data_format not in DATA_FORMATS:
-        raise ValueError(f"unknown data_format {data_format!r}; allowed: {', '.join(DATA_FORMATS)} or None")
-    input_shape = _check_input_shape(input_shape, DEFAULT_INPUT_SHAPES.get(spec.family))
+    return build_model(validate_model_options(
+        arch, alpha=alpha, beta=beta, num_classes=num_classes, input_shape=input_shape, data_format=data_format,
+        include_preprocessing=include_preprocessing, merge=merge, branches=branches, merges=merges,
+        upsample=upsample, shortcut=shortcut, cardinality=cardinality, base_width=base_width,
+        features_only=features_only))
 
-    ctx = LayerContext(data_format=data_format, upsample=upsample)
-    inputs = keras.Input(shape=input_shape, name="images")
-    x = ImageNetNormalization(name="normalize")(inputs) if include_preprocessing else inputs
+
+def build_model(options: ModelOptions) -> keras.Model:
+    """Builds a request :func:`validate_model_options` returned."""
+    data_format = options.data_format or default_data_format()
+    ctx = LayerContext(data_format=data_format, upsample=options.upsample)
+    if options.shortcut is not None:
+        ctx = dataclasses.replace(ctx, shortcut=options.shortcut)
+    inputs = keras.Input(shape=options.input_shape, name="images")
+    x = ImageNetNormalization(name="normalize")(inputs) if options.include_preprocessing else inputs
     if data_format == "channels_first":
         x = layers.Permute((3, 1, 2), name="to_channels_first")(x)
-    bl = BigLittleOptions(alpha=alpha, beta=beta, merge=merge, branches=branches, merges=merges)
-    features = BUILDERS[spec.family](spec, ctx, x, bl=bl)
-    name = spec.name.replace("-", "_") + (f"_a{alpha}_b{beta}" if spec.big_little else "")
-    name += (f"_{merge}" if merge != "add" else "") + (f"_k{branches}" if branches != 2 else "")
-    name += f"_m{merges}" if merges != DEFAULT_MERGES else ""
-    if features_only:
-        return keras.Model(inputs, features, name=name + "_features")
-    head = HEADS.get(spec.family, classifier_head)
-    return keras.Model(inputs, head(ctx, features[-1], num_classes), name=name)
+    bl = BigLittleOptions(alpha=options.alpha, beta=options.beta, merge=options.merge, branches=options.branches,
+                          merges=options.merges)
+    family = options.family
+    features = family.build(options.spec, ctx, x, bl=bl)
+    if not options.features_only:
+        return keras.Model(inputs, family.head(ctx, features[-1], options.num_classes), name=options.name)
+    model = keras.Model(inputs, features, name=options.name)
+    model.feature_info = tuple(FeatureInfo(name, ctx.channels(f), stride) for f, name, stride in
+                               zip(features, model.output_names, family.feature_strides(options)))
+    return model

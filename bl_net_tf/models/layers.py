@@ -11,6 +11,7 @@ import dataclasses
 import keras
 from keras import layers, ops
 
+from bl_net_tf.constants import UPSAMPLE_MODES
 from bl_net_tf.models import batch_norm as fused_batch_norm
 from bl_net_tf.models import grouped_conv
 
@@ -22,8 +23,6 @@ BN_EPSILON = 1e-5
 # ImageNet statistics in RGB order, for images in [0, 255].
 IMAGENET_MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
-
-UPSAMPLE_MODES = ("bilinear", "nearest")
 
 # The dtype of the layers that make the logits. Under a mixed policy (mixed_float16/bfloat16) the rest
 # of a network computes in 16 bits; the logits, the softmax and the loss stay float32 (Micikevicius et
@@ -38,10 +37,12 @@ CONV_INIT = keras.initializers.VarianceScaling(scale=2.0, mode="fan_out", distri
 
 @dataclasses.dataclass(frozen=True)
 class LayerContext:
-    """How layers are built: data format and how the big branch is upsampled."""
+    """How layers are built: data format, how the big branch is upsampled and which projection
+    shortcut the bottlenecks use (``constants.SHORTCUT_KINDS``; blocks.shortcut)."""
 
     data_format: str = "channels_last"
     upsample: str = "bilinear"
+    shortcut: str = "avgpool"
 
     @property
     def channel_axis(self) -> int:

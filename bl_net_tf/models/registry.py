@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+from bl_net_tf.constants import TASKS, check_choice, check_positive_int
+
 # Residual blocks per stage (conv2_x .. conv5_x).
 RESNET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 BL_RESNET_BLOCKS = {50: (3, 4, 6, 3), 101: (4, 8, 18, 3), 152: (5, 12, 30, 3)}
@@ -102,15 +104,14 @@ ALIASES = {
     "shufflenetv2": "shufflenetv2-1.0x",
     "bl-shufflenetv2": "bl-shufflenetv2-1.0x",
 }
-TASKS = ("image", "speech")
 
 
 def list_models(task: Optional[str] = "image") -> list:
     """Names accepted by :func:`bl_net_tf.create_model`, sorted: the image models (ImageNet
     classifiers and detection backbones, which take (height, width, 3) images) by default,
     ``task="speech"`` for the acoustic models, ``task=None`` for all."""
-    if task is not None and task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)} or None")
+    if task is not None:
+        check_choice("task", task, TASKS, more=" or None")
     return sorted(name for name, spec in ARCHS.items() if task is None or spec.task == task)
 
 
@@ -130,9 +131,8 @@ def get_spec(arch: str, cardinality: Optional[int] = None, base_width: Optional[
         raise ValueError(f"cardinality/base_width apply to ResNeXt and SE-ResNeXt archs, not {arch!r}")
     cardinality = spec.cardinality if cardinality is None else cardinality
     base_width = spec.base_width if base_width is None else base_width
-    for label, value in (("cardinality", cardinality), ("base_width", base_width)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{label} must be a positive integer, got {value!r}")
+    check_positive_int("cardinality", cardinality)
+    check_positive_int("base_width", base_width)
     stem = key.rsplit("-", 1)[0]
     name = f"{stem}-{cardinality}x{base_width}d"
     return dataclasses.replace(spec, name=name, cardinality=cardinality, base_width=base_width)

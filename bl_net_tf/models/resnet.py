@@ -21,6 +21,7 @@ import dataclasses
 import keras
 from keras import layers
 
+from bl_net_tf.constants import MIN_INPUT_SIZE  # noqa: F401  (export.py imports it from here)
 from bl_net_tf.models.big_little import Unmerged, bl_module, stem_module, three_branch_module
 from bl_net_tf.models.blocks import EXPANSION, stack
 from bl_net_tf.models.layers import LOGITS_DTYPE, LayerContext, conv_bn
@@ -31,8 +32,6 @@ STAGE_PLANES = (64 * EXPANSION, 128 * EXPANSION, 256 * EXPANSION, 512 * EXPANSIO
 # bL-modules end in a fusion block that carries the stride of the *next* stage, so the third
 # module's is 1 and the plain last stage strides as usual (blresnet.py, layer1..layer4).
 BL_FUSION_STRIDES = (2, 2, 1)
-# Total stride of the network; an input must be at least this large in each dimension.
-MIN_INPUT_SIZE = 32
 
 
 @dataclasses.dataclass(frozen=True)

@@ -166,13 +166,11 @@ def bl_shuffle_stage(ctx: LayerContext, x, channels: int, units: int, *, alpha: 
 
 def build_shufflenet(spec: ArchSpec, ctx: LayerContext, inputs, *, bl):
     """Builds the feature extractor on ``inputs`` (already in ``ctx.data_format``); ``bl`` carries
-    α and β (bL only).
+    α and β (bL only; α validated with :func:`check_alpha` by models/families.py).
 
     Returns the stride-4, 8, 16 and 32 maps: the stem's max-pool, stages 2 and 3, and the last 1x1
     conv (on stage 4's output), the one :func:`classifier_head` pools.
     """
-    if spec.big_little:
-        check_alpha(spec, bl.alpha)
     widths = WIDTHS[spec.width]
     x = conv_bn(ctx, inputs, STEM_CHANNELS, 3, strides=2, name="stem_conv", bn_name="stem_bn")
     x = layers.ZeroPadding2D(1, data_format=ctx.data_format, name="stage1_pool_pad")(x)

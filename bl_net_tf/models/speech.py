@@ -40,18 +40,18 @@ import dataclasses
 
 from keras import layers
 
+from bl_net_tf import constants
 from bl_net_tf.models.layers import CONV_INIT, LOGITS_DTYPE, LayerContext, ResizeLike, batch_norm
 from bl_net_tf.models.registry import ArchSpec
 
-INPUT_SHAPE = (64, 49, 3)  # (mel bins, frames, log-mel/delta/delta-delta), NHWC
-NUM_CLASSES = 32000  # "32k tied CD states"
-CONTEXT = 48  # frames consumed by the network: T_out = T_in - 48
+# (mel bins, frames, log-mel/delta/delta-delta), NHWC
+INPUT_SHAPE = (constants.SPEECH_MEL_BINS, constants.SPEECH_CONTEXT_FRAMES, 3)
+CONTEXT = constants.SPEECH_CONTEXT_FRAMES - 1  # frames consumed by the network: T_out = T_in - 48
 STEM_CHANNELS = 64
 STAGE_CHANNELS = (64, 128, 256, 512)
 RESNET22_BLOCKS = (3, 3, 3, 2)  # two-convolution residual blocks per stage
 HEAD_CHANNELS = 512
 HEAD_BINS = 4  # frequency bins left after the stem's and three stages' stride 2: 64 / 16
-MERGES = ("add", "concat")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,17 +266,13 @@ def check_input_shape(input_shape) -> None:
     """Raises ValueError unless ``input_shape`` is (64 mel bins, >= 49 frames or None, channels)."""
     bins, frames = input_shape[0], input_shape[1]
     if bins != INPUT_SHAPE[0] or (frames is not None and frames < CONTEXT + 1):
-        raise ValueError(f"speech models take (64 mel bins, frames >= {CONTEXT + 1} or None, 3) inputs "
+        raise ValueError(f"speech models take ({INPUT_SHAPE[0]} mel bins, frames >= {CONTEXT + 1} or None, 3) inputs "
                          f"(frequency x time x log-mel/delta/delta-delta), got {tuple(input_shape)}")
 
 
 def build_speech(spec: ArchSpec, ctx: LayerContext, inputs, *, bl):
     """Builds the acoustic model's feature extractor on ``inputs`` (already in ``ctx.data_format``);
-    ``bl`` carries α, β and the merge (bL archs only). Returns each stage's output; the head
-    is :func:`speech_head`."""
+    ``bl`` carries α, β and the merge (bL archs only), validated with :func:`check_input_shape` by
+    models/families.py. Returns each stage's output; the head is :func:`speech_head`."""
     merge = bl.merge if spec.big_little else "add"
-    if merge not in MERGES:
-        raise ValueError(f"unknown merge {merge!r} for {spec.name}; allowed: {', '.join(MERGES)}")
-    shape = inputs.shape[2:] + inputs.shape[1:2] if ctx.data_format == "channels_first" else inputs.shape[1:]
-    check_input_shape(shape)
     return build_speech_layout(ctx, inputs, layout_for(spec, bl.alpha, bl.beta), merge=merge)

@@ -15,8 +15,10 @@ import math
 
 import tensorflow as tf
 
-NUM_MEL_BINS = 64
-CONTEXT_FRAMES = 49  # the models' input width: 24 frames either side of the labelled one
+# 64 bands; windows of 49 frames (the models' input width: 24 frames either side of the labelled one).
+from bl_net_tf.constants import SPEECH_CONTEXT_FRAMES as CONTEXT_FRAMES
+from bl_net_tf.constants import SPEECH_MEL_BINS as NUM_MEL_BINS
+
 FRAME_LENGTH_S = 0.025
 FRAME_STEP_S = 0.010
 LOWER_EDGE_HZ = 20.0

@@ -16,10 +16,11 @@ from typing import Optional
 
 import keras
 
+from bl_net_tf import constants
 from bl_net_tf.speech.records import frame_dataset
 
 ANNEAL_FACTOR = math.sqrt(0.5)
-XLA_MODES = {"auto": "auto", "on": True, "off": False}  # auto: Keras compiles with XLA when a GPU is visible
+JIT_COMPILE = {"auto": "auto", "on": True, "off": False}  # --xla -> Keras's jit_compile; auto: with a GPU
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +34,7 @@ class SpeechTrainConfig:
     alpha: int = 2  # the paper's best setting, Table 3 line 5
     beta: int = 3
     merge: str = "add"
-    num_classes: int = 32000
+    num_classes: int = constants.SPEECH_NUM_CLASSES
     data_format: Optional[str] = None
     batch_size: int = 512
     epochs: int = 16
@@ -49,19 +50,25 @@ class SpeechTrainConfig:
     xla: str = "auto"
 
     def validate(self) -> "SpeechTrainConfig":
+        """Checks every field, the model's options with create_model's own checks.
+
+        Raises:
+          ValueError: one line naming the bad value and what is allowed.
+        """
+        from bl_net_tf.models.factory import validate_model_options
+
         if not self.train_records:
             raise ValueError("train_records is required (a TFRecord file pattern)")
-        for name in ("batch_size", "epochs", "anneal_from_epoch", "num_classes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("batch_size", "epochs", "anneal_from_epoch"):
+            constants.check_positive_int(name, getattr(self, name))
+        validate_model_options(self.arch, alpha=self.alpha, beta=self.beta, merge=self.merge,
+                               num_classes=self.num_classes, data_format=self.data_format)
         for name in ("lr", "clip_norm"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if self.xla not in XLA_MODES:
-            raise ValueError(f"unknown xla {self.xla!r}; allowed: {', '.join(XLA_MODES)}")
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise ValueError(f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
+        constants.check_choice("xla", self.xla, constants.XLA_MODES)
+        if self.steps_per_epoch is not None:
+            constants.check_positive_int("steps_per_epoch", self.steps_per_epoch)
         return self
 
 
@@ -76,7 +83,7 @@ def compile_for_training(model: keras.Model, config: SpeechTrainConfig) -> keras
                                      weight_decay=config.weight_decay, global_clipnorm=config.clip_norm)
     model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="frame_acc")],
-                  jit_compile=XLA_MODES[config.xla])
+                  jit_compile=JIT_COMPILE[config.xla])
     return model
 
 

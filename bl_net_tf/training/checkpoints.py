@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import time
 from typing import Optional
 
@@ -54,7 +55,8 @@ def check_writable(directory: str, label: str = "model_dir") -> None:
     Raises:
       ValueError: it cannot be created or written.
     """
-    probe = os.path.join(directory, f".write_probe-{os.getpid()}")  # one per worker of a cluster
+    # One per worker of a cluster: containers on different nodes often share a pid (1), not a host name.
+    probe = os.path.join(directory, f".write_probe-{socket.gethostname()}-{os.getpid()}")
     try:
         tf.io.gfile.makedirs(directory)
         with tf.io.gfile.GFile(probe, "w") as f:

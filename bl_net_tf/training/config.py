@@ -3,7 +3,8 @@
 Defaults are Appendix A.1 of the paper as trained with Tensorpack (examples/ResNet/imagenet-resnet.py,
 examples/ImageNetModels/imagenet_utils.py): 110 epochs, global batch 256, Nesterov momentum 0.9,
 cosine learning rate from 0.1 x batch/256 down to 0, L2 weight decay 1e-4 on conv and FC kernels,
-224x224 crops, evaluation on a 224 centre crop of the image resized to 256.
+224x224 crops, evaluation on a 224 centre crop of the image resized to 256. Which Tensorpack
+script: the early-2018 one (below, and docs/training.md, "Provenance").
 
 Without a ``data_dir`` the trainer uses the demo data set (scikit-learn's digits as an ImageNet
 folder) with :data:`DEMO_DEFAULTS` for every field the user did not set.
@@ -14,24 +15,30 @@ import dataclasses
 import math
 from typing import Optional
 
-LR_SCHEDULES = ("cosine", "step")
-DATA_FORMATS = ("auto", "channels_first", "channels_last")
-XLA_MODES = ("auto", "on", "off")
-MIXED_PRECISION = ("none", "float16", "bfloat16")
-LOADERS = ("tfdata", "tensorpack")
+from bl_net_tf import constants
+from bl_net_tf.constants import LOADERS, LR_SCHEDULES, MIXED_PRECISION, XLA_MODES  # noqa: F401 (flags.py)
+from bl_net_tf.constants import check_choice as _choice, check_positive_int as _positive_int
+from bl_net_tf.data import recipe
+
+DATA_FORMATS = ("auto",) + constants.DATA_FORMATS
 
 # The learning rate for a global batch of 256 (Goyal et al. 2017's linear scaling rule, as
 # Tensorpack's BASE_LR = 0.1 * batch / 256).
 REFERENCE_LR = 0.1
 REFERENCE_BATCH = 256
-# Tensorpack warms up for 3 epochs, linearly from 0.1, whenever its base rate is not 0.1.
+# Tensorpack warms up for 3 epochs, linearly from 0.1, whenever its base rate is not 0.1:
+# examples/ResNet/imagenet-resnet.py as of commit 0086e156c7a8c769fffea2214242c1b5767359d7
+# ("LR warmup in imagenet-resnet", 2018-01-29), unchanged through 43f7ca7506b12bb975606093fb6c44168d108386
+# (2018-03-04); the script of those weeks trains 110 epochs, as the paper (ICLR 2019) says it did.
+# Its later versions warm up for 5 epochs of 105 (4cde005e, 2018-04-07): not the paper's run.
 TENSORPACK_WARMUP_EPOCHS = 3
 
 # The demo: 32x32 digit crops train a bL-ResNet-50 to a few percent error in a few minutes on 2 CPU
 # cores. BN momentum 0.9 and zero-initialised last gammas (in the model) make this work; the rate
 # is above the linear-scaling rule's 0.0125 because the run is short; the warm-up keeps the first
 # epochs from diverging, and 20 epochs get through the fbresnet crops (down to 8% of a digit).
-# Measured on the demo: 12 epochs 16% error without warm-up, 8% with; 15 epochs 11%; 20 epochs 3%.
+# Measured on the demo: 12 epochs 16% error without warm-up, 8% with; 15 epochs 11%; 20 epochs 3.1%
+# (docs/training.md).
 DEMO_DEFAULTS = dict(image_size=32, batch_size=32, epochs=20, lr=0.05, warmup_epochs=2.0, log_steps=10)
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +55,11 @@ class TrainConfig:
     beta: int = 4
     cardinality: Optional[int] = None
     base_width: Optional[int] = None
+    merge: str = "add"
+    branches: int = 2
+    merges: Optional[int] = None
+    upsample: str = "bilinear"
+    shortcut: Optional[str] = None
     data_dir: Optional[str] = None
     loader: str = "tfdata"
     gpus: Optional[int] = None
@@ -67,6 +79,7 @@ class TrainConfig:
     eval_only: bool = False
     image_size: int = 224
     eval_image_size: Optional[int] = None
+    eval_protocol: str = recipe.DEFAULT_EVAL_PROTOCOL
     export_dir: Optional[str] = None
     steps_per_epoch: Optional[int] = None
     seed: Optional[int] = None
@@ -92,12 +105,24 @@ class TrainConfig:
 
     @property
     def run_name(self) -> str:
-        """``bl-resnet50-a2-b4`` (+ ``-demo``): names the default model_dir."""
-        from bl_net_tf.models import registry
+        """``bl-resnet50-a2-b4`` (+ a model option off its default, as ``-concat``, ``-k3``, ``-m2``;
+        + ``-demo``): names the default model_dir. It is the network's name (``ModelOptions.name``)
+        with hyphens, so two networks never share a default model_dir."""
+        return self.model_request().name.replace("_", "-") + ("-demo" if self.demo else "")
 
-        spec = registry.get_spec(self.arch, self.cardinality, self.base_width)
-        name = spec.name + (f"-a{self.alpha}-b{self.beta}" if spec.big_little else "")
-        return name + ("-demo" if self.demo else "")
+    def model_request(self):
+        """The network's :class:`~bl_net_tf.models.factory.ModelOptions`: every check create_model
+        makes (arch, widths, alpha against them, the ablations, the input size), nothing built.
+
+        Raises:
+          ValueError: one line naming the bad value and what is allowed.
+        """
+        from bl_net_tf.models.factory import validate_model_options
+
+        return validate_model_options(
+            self.arch, alpha=self.alpha, beta=self.beta, cardinality=self.cardinality, base_width=self.base_width,
+            merge=self.merge, branches=self.branches, merges=self.merges, upsample=self.upsample,
+            shortcut=self.shortcut, input_shape=(self.image_size, self.image_size, 3), include_preprocessing=True)
 
     def validate(self) -> "TrainConfig":
         """Checks every field on its own and against the others.
@@ -105,11 +130,9 @@ class TrainConfig:
         Raises:
           ValueError: one line naming the bad value and what is allowed.
         """
-        from bl_net_tf.models import registry
-
-        registry.get_spec(self.arch, self.cardinality, self.base_width)  # unknown arch / widths
         for name in ("alpha", "beta", "batch_size", "epochs", "image_size", "eval_every_epochs", "log_steps"):
             _positive_int(name, getattr(self, name))
+        self.model_request()  # everything create_model will check, up front
         for name in ("eval_image_size", "steps_per_epoch"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
@@ -118,6 +141,7 @@ class TrainConfig:
         _choice("xla", self.xla, XLA_MODES)
         _choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
         _choice("loader", self.loader, LOADERS)
+        _choice("eval_protocol", self.eval_protocol, recipe.EVAL_PROTOCOLS)
         if self.gpus is not None and (isinstance(self.gpus, bool) or self.gpus < 0):
             raise ValueError(f"gpus must be >= 0 (0 trains on the CPU), got {self.gpus}")
         if not (_finite(self.peak_lr) and self.peak_lr > 0):
@@ -138,16 +162,6 @@ class TrainConfig:
             raise ValueError(f"the demo evaluates at the training size ({self.image_size}): "
                              f"eval_image_size={self.eval_image_size} needs a --data_dir")
         return self
-
-
-def _positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
-def _choice(name: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
 
 
 def _finite(value: float) -> bool:

@@ -1,14 +1,21 @@
-"""The command-line flags of ``train_imagenet.py`` and their mapping onto :class:`TrainConfig`.
+"""The command-line flags of ``bl-net-train`` (``train_imagenet.py``) and their mapping onto
+:class:`TrainConfig`; the paper's flagfiles as named recipes; the resolved configuration as text.
 
 The defaults and help texts come from the dataclass, so the paper's recipe is written once
-(config.py). A paper configuration is a flagfile: ``--flagfile=flags/bl-resnet50-a2-b4.cfg``.
+(config.py). A paper configuration is a flagfile, ``--flagfile=flags/bl-resnet50-a2-b4.cfg``, or
+by name, ``--recipe=bl-resnet50-a2-b4``, from the flagfiles installed with the package.
 """
 from __future__ import annotations
 
 import dataclasses
+import glob
+import os
 
 from absl import flags
 
+from bl_net_tf import constants
+from bl_net_tf.data import recipe
+from bl_net_tf.models.resnet import DEFAULT_MERGES, SUPPORTED_MERGES
 from bl_net_tf.training import config as cfg
 
 _DEFAULTS = cfg.TrainConfig()
@@ -20,6 +27,19 @@ FLAGS_SPEC = {
     "beta": (int, "Depth divisor of the Little-Branch (bL archs)."),
     "cardinality": (int, "ResNeXt groups (default: from --arch, 32 for the short names)."),
     "base_width": (int, "ResNeXt width per group (default: from --arch, 4 for the short names)."),
+    "merge": (constants.MERGE_KINDS, "How a bL-module merges its branches: add (the paper) or concat "
+                                     "(Table 7)."),
+    "branches": (int, f"Branches per bL-module: {' or '.join(map(str, constants.BRANCH_COUNTS))} (Table 7's K; "
+                      f"bL-ResNet/ResNeXt/SE-ResNeXt)."),
+    "merges": (int, f"How many times the branches merge (Table 8): unset is {DEFAULT_MERGES}; by depth, "
+                    + "; ".join(f"{depth}: {', '.join(map(str, counts))}" for depth, counts in SUPPORTED_MERGES.items())
+                    + " (bL-ResNet/ResNeXt/SE-ResNeXt)."),
+    "upsample": (constants.UPSAMPLE_MODES, "How the Big-Branch is upsampled: bilinear (the paper) or nearest "
+                                           "(the official PyTorch release)."),
+    "shortcut": (constants.SHORTCUT_KINDS, "Projection shortcut of a bottleneck that changes shape: conv "
+                                           "(Tensorpack's strided 1x1 conv + BN) or avgpool (the official bL "
+                                           "release's 3x3/s2 average pool, then 1x1 conv + BN). Unset: conv for "
+                                           "the plain baselines, avgpool for the bL archs, as the paper trained."),
     "data_dir": (str, "ImageNet (folder, TFDS or TFRecords; docs/data.md). Unset: the demo digits, "
                       "with demo defaults for the flags not given."),
     "loader": (cfg.LOADERS, "Input pipeline: tf.data, or Tensorpack's DataFlow as the paper."),
@@ -43,8 +63,10 @@ FLAGS_SPEC = {
     "model_dir": (str, "Checkpoints and TensorBoard logs. Default: train_log/<arch>-a<alpha>-b<beta>."),
     "eval_only": (bool, "Evaluate the latest checkpoint of --model_dir and stop."),
     "image_size": (int, "Training crop size."),
-    "eval_image_size": (int, "Evaluation centre-crop size (after resizing the shorter side to "
-                             "size / 0.875). Default: --image_size. The paper's @256 rows: 256."),
+    "eval_image_size": (int, "Evaluation centre-crop size. Default: --image_size. The paper's @256 rows: 256."),
+    "eval_protocol": (recipe.EVAL_PROTOCOLS, "The shorter side evaluation images are resized to before the centre "
+                                             "crop: official (256 for 224 and for 256, as the official release; "
+                                             "size / 0.875 for other sizes) or fraction (size / 0.875). docs/data.md."),
     "export_dir": (str, "Write a SavedModel for TF Serving here at the end (replacing it)."),
     "steps_per_epoch": (int, "Steps per epoch. Default: training images // batch_size."),
     "seed": (int, "Seed of the initialisation and the input order (default: random)."),
@@ -54,8 +76,17 @@ FLAGS_SPEC = {
 }
 
 
+RECIPE_LIST = "list"
+# What the command line adds to the configuration's flags.
+COMMAND_FLAGS = ("recipe", "print_config", "demo")
+# Fields whose None means "derive it", and the TrainConfig property that derives them without
+# touching data or devices.
+_DERIVED = {"lr": "peak_lr", "warmup_epochs": "warmup"}
+
+
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    """Defines every flag of :data:`FLAGS_SPEC` on ``flag_values``, defaults from TrainConfig."""
+    """Defines every flag of :data:`FLAGS_SPEC` on ``flag_values``, defaults from TrainConfig,
+    and the command's own ``--recipe`` and ``--print_config``."""
     definers = {str: flags.DEFINE_string, int: flags.DEFINE_integer, float: flags.DEFINE_float,
                 bool: flags.DEFINE_bool}
     for name, (kind, help_text) in FLAGS_SPEC.items():
@@ -64,6 +95,15 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
             flags.DEFINE_enum(name, default, kind, help_text, flag_values=flag_values)
         else:
             definers[kind](name, default, help_text, flag_values=flag_values)
+    flags.DEFINE_string("recipe", None, "A paper configuration by name: the packaged flagfile NAME.cfg, read "
+                        "where --recipe stands (later flags override it); --recipe=list lists them.",
+                        flag_values=flag_values)
+    flags.DEFINE_bool("print_config", False, "Print the resolved configuration, one --name=value per line "
+                      "(a valid flagfile), and exit without reading data.", flag_values=flag_values)
+    flags.DEFINE_bool("demo", None, "--demo: train on the demo digits. --nodemo (every paper recipe says it): "
+                      "never; without ImageNet the run stops. Unset: without --data_dir, $IMAGENET_DIR or a TFDS "
+                      "imagenet2012 in $TFDS_DATA_DIR (~/tensorflow_datasets), the digits on one device only.",
+                      flag_values=flag_values)
 
 
 def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> tuple:
@@ -72,3 +112,73 @@ def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> tuple:
     values = {f.name: flag_values[f.name].value for f in dataclasses.fields(cfg.TrainConfig)}
     explicit = frozenset(name for name in FLAGS_SPEC if flag_values[name].present)
     return cfg.TrainConfig(**values), explicit
+
+
+def recipe_dir() -> str:
+    """The paper's flagfiles: ``bl_net_tf/flags/`` in an installed package (setup.py puts the
+    checkout's ``flags/`` there), else the checkout's ``flags/`` beside the package."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    installed = os.path.join(package, "flags")
+    return installed if os.path.isdir(installed) else os.path.join(os.path.dirname(package), "flags")
+
+
+def recipes() -> dict:
+    """``{name: description}`` of every flagfile, by name; the description is the first sentence
+    of the file's header comment (the paper row it trains)."""
+    found = {}
+    for path in sorted(glob.glob(os.path.join(recipe_dir(), "*.cfg"))):
+        sentence = []
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if not line.startswith("#") or (sentence and sentence[-1].endswith(".")):
+                    break
+                sentence.append(line[1:].strip())
+        found[os.path.basename(path)[:-len(".cfg")]] = " ".join(sentence)
+    return found
+
+
+def expand_recipes(argv: list) -> list:
+    """``argv`` with ``--flagfile=<recipe_dir>/NAME.cfg`` inserted before each ``--recipe=NAME``
+    (also ``--recipe NAME``), so the file is read where the recipe stands, as a --flagfile would be.
+
+    Raises:
+      ValueError: an unknown recipe name (the message lists the known ones).
+    """
+    expanded, names = [], recipes()
+    for index, arg in enumerate(argv):
+        if arg == "--":
+            return expanded + argv[index:]
+        name = None
+        if arg.lstrip("-") == "recipe" and arg.startswith("-") and index + 1 < len(argv):
+            name = argv[index + 1]
+        elif arg.startswith(("--recipe=", "-recipe=")):
+            name = arg.split("=", 1)[1]
+        if name is not None and name != RECIPE_LIST:
+            if name not in names:
+                raise ValueError(f"unknown recipe {name!r}; allowed: {RECIPE_LIST}, {', '.join(names)}")
+            expanded.append(f"--flagfile={os.path.join(recipe_dir(), name + '.cfg')}")
+        expanded.append(arg)
+    return expanded
+
+
+def format_recipes() -> str:
+    """One line per recipe: its name and the paper row it trains."""
+    named = recipes()
+    width = max(map(len, named), default=0)
+    return "\n".join(f"{name:{width}}  {description}" for name, description in named.items())
+
+
+def format_config(config: cfg.TrainConfig, data: str = "") -> str:
+    """``config`` as flagfile lines: ``--name=value`` for every field with a value (``lr`` and
+    ``warmup_epochs`` as derived from the others), ``# --name: unset`` for the rest; ``data``
+    (where the data comes from, when --data_dir does not say it) as a first comment line."""
+    lines = [f"# {data}"] if data else []
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if value is None and field.name in _DERIVED:
+            value = getattr(config, _DERIVED[field.name])
+        if value is None:
+            lines.append(f"# --{field.name}: unset")
+        else:
+            lines.append(f"--{field.name}={str(value).lower() if isinstance(value, bool) else value}")
+    return "\n".join(lines)

@@ -65,6 +65,6 @@ def eval_dataset(strategy: tf.distribute.Strategy, config, data_dir: str):
         batch = context.get_per_replica_batch_size(config.batch_size)
         return bl_net_tf.data.imagenet_dataset(
             data_dir, "val", batch, loader=config.loader, image_size=config.image_size,
-            eval_image_size=config.eval_image_size, input_context=context)
+            eval_image_size=config.eval_image_size, eval_protocol=config.eval_protocol, input_context=context)
 
     return strategy.distribute_datasets_from_function(dataset_fn)

@@ -2,28 +2,31 @@
 
 A custom loop (``strategy.run`` inside a ``tf.function``) rather than ``Model.fit``: it resumes at
 the exact step, applies Tensorpack's weight decay exactly, stops on the first NaN loss with its
-step, and keeps BN statistics per replica.
+step, keeps BN statistics per replica, and stops on SIGTERM or SIGINT after a checkpoint of the
+step every worker reached (:mod:`.preemption`).
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 import os
+import signal
 from typing import Callable, Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from bl_net_tf.models import create_model
-from bl_net_tf.training import distribute, inputs, optimizer as optimizers, schedule as schedules, steps
+from bl_net_tf.training import distribute, inputs, optimizer as optimizers, run_config, schedule as schedules, steps
 from bl_net_tf.training.checkpoints import Checkpointer, check_writable
 from bl_net_tf.training.config import TrainConfig
+from bl_net_tf.training.preemption import Stopped, StopRequest
 from bl_net_tf.training.progress import EpochProgress, Errors, Summaries
 
 logger = logging.getLogger(__name__)
 
 _SAVE_VOTES = steps.STAT_NAMES.index("save_votes")
+_STOP_VOTES = steps.STAT_NAMES.index("stop_votes")
 
 
 class TrainingDiverged(RuntimeError):
@@ -97,10 +100,8 @@ def build(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None
     size = config.image_size if config.eval_image_size in (None, config.image_size) else None
     with strategy.scope(), steps.dtype_policy(config.mixed_precision):
         if model_fn is None:
-            model = create_model(config.arch, alpha=config.alpha, beta=config.beta, num_classes=data.num_classes,
-                                 input_shape=(size, size, 3), data_format=data_format,
-                                 include_preprocessing=True, cardinality=config.cardinality,
-                                 base_width=config.base_width)
+            model = run_config.create_run_model(run_config.model_options(config, data.num_classes),
+                                                input_shape=(size, size, 3), data_format=data_format)
         else:
             model = model_fn(num_classes=data.num_classes, input_shape=(size, size, 3), data_format=data_format)
         schedule = schedules.from_config(config, steps_per_epoch)
@@ -117,18 +118,26 @@ def build(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None
     path = checkpointer.restore_latest()
     if path is not None:
         logger.info("resumed from %s at step %d", path, int(step.numpy()))
+    if is_chief:  # what `python -m bl_net_tf.export --model_dir` needs
+        run_config.write(config.model_dir, run_config.from_training(config, data, custom_model=model_fn is not None))
     return session
 
 
-def evaluate(session: Session) -> Errors:
-    """Top-1 / top-5 error of the model over the whole validation set."""
+def evaluate(session: Session, stop: Optional[StopRequest] = None) -> Errors:
+    """Top-1 / top-5 error of the model over the whole validation set.
+
+    Raises:
+      Stopped: ``stop`` was requested on some worker (the evaluation is abandoned).
+    """
     if session._eval is None:  # traced once per run, not once per evaluation
         session._eval = (steps.make_eval_step(session.strategy, session.model, jit_compile=session.jit_compile),
                          inputs.eval_dataset(session.strategy, session.config, session.data.data_dir))
     eval_step, dataset = session._eval
     total = np.zeros(len(steps.STAT_NAMES))
     for images, labels in dataset:
-        total += eval_step(images, labels).numpy()
+        total += eval_step(images, labels, _stop_vote(stop)).numpy()
+        if total[_STOP_VOTES] > 0:
+            raise _stopped(session, stop, "during the evaluation")
     errors = Errors.from_sums(total)
     if errors.images == 0:
         raise ValueError(f"the validation set of {session.data.data_dir} has no readable image")
@@ -143,6 +152,21 @@ def _save(session: Session, step: int, epoch: int) -> None:
         logger.info("saved %s (step %d)", path, step)
 
 
+def _stop_vote(stop: Optional[StopRequest]) -> tf.Tensor:
+    return tf.constant(float(stop is not None and stop.requested))
+
+
+def _stopped(session: Session, stop: Optional[StopRequest], where: str) -> Stopped:
+    """The exception that ends a stopped run; a worker that got no signal itself reports SIGTERM."""
+    if stop is not None and stop.requested:
+        signum, who = stop.signum, signal.Signals(stop.signum).name
+    else:
+        signum, who = signal.SIGTERM, "a stop request of another worker"
+    # The step, not checkpointer.latest: on another worker the chief's write may still be landing.
+    return Stopped(f"{who} {where}: step {int(session.step.numpy())} is saved in {session.config.model_dir}; "
+                   f"run the same command to resume", signum)
+
+
 def train(session: Session) -> Optional[Errors]:
     """Runs the remaining steps; evaluates every ``eval_every_epochs`` and after the last epoch.
 
@@ -151,18 +175,26 @@ def train(session: Session) -> Optional[Errors]:
 
     Raises:
       TrainingDiverged: a NaN or infinite loss (the run stops before saving it).
+      Stopped: SIGTERM or SIGINT (on any worker): the step all workers reached was saved.
     """
     config, strategy = session.config, session.strategy
     start = int(session.step.numpy())
     if start >= session.total_steps:
         logger.info("training already finished at step %d", start)
         return None
-    seed = None if config.seed is None else config.seed + start  # a resumed run sees new batches
-    iterator = iter(inputs.train_dataset(strategy, config, session.data.data_dir, seed=seed))
-    train_step = steps.make_train_step(strategy, session.model, session.optimizer, global_batch=config.batch_size,
-                                       label_smoothing=config.label_smoothing, jit_compile=session.jit_compile)
+    with StopRequest() as stop:
+        seed = None if config.seed is None else config.seed + start  # a resumed run sees new batches
+        iterator = iter(inputs.train_dataset(strategy, config, session.data.data_dir, seed=seed))
+        train_step = steps.make_train_step(strategy, session.model, session.optimizer,
+                                           global_batch=config.batch_size, label_smoothing=config.label_smoothing,
+                                           jit_compile=session.jit_compile)
+        return _train_epochs(session, train_step, iterator, stop)
+
+
+def _train_epochs(session: Session, train_step, iterator, stop: StopRequest) -> Optional[Errors]:
+    config = session.config
     summaries = Summaries(config.model_dir, enabled=session.is_chief)
-    spe, errors, step = session.steps_per_epoch, None, start
+    spe, errors, step = session.steps_per_epoch, None, int(session.step.numpy())
     while step < session.total_steps:
         epoch = step // spe
         progress = EpochProgress(epoch, config.epochs, spe, step % spe, summaries=summaries,
@@ -170,19 +202,23 @@ def train(session: Session) -> Optional[Errors]:
         while step < (epoch + 1) * spe:
             lr = float(session.schedule(step))
             vote = tf.constant(float(session.checkpointer.wants_time_save()))
-            sums = train_step(iterator, vote).numpy()
+            sums = train_step(iterator, vote, _stop_vote(stop)).numpy()
+            stop.arm()  # from now on a signal stops after a step and a checkpoint (see .preemption)
             step += 1
             if not np.all(np.isfinite(sums)):
                 raise TrainingDiverged(f"loss is {Errors.from_sums(sums).loss} at step {step} (epoch {epoch + 1}); "
                                        f"stopped without saving it, the last checkpoint is "
                                        f"{session.checkpointer.latest}")
             progress.update(step, sums, lr)
+            if sums[_STOP_VOTES] > 0:
+                _save(session, step, step // spe)
+                raise _stopped(session, stop, f"at step {step} (epoch {epoch + 1})")
             if sums[_SAVE_VOTES] > 0 and step % spe:
                 _save(session, step, epoch)
         _save(session, step, epoch + 1)
         last = step == session.total_steps
         if last or (epoch + 1) % config.eval_every_epochs == 0:
-            errors = evaluate(session)
+            errors = evaluate(session, stop)
             summaries.eval(step, errors)
             logger.info("epoch %d: val top1_err=%.4f top5_err=%.4f loss=%.4f (%d images)", epoch + 1,
                         errors.top1_err, errors.top5_err, errors.loss, errors.images)
@@ -212,6 +248,6 @@ def run(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None, 
         from bl_net_tf.export import export_saved_model
 
         export_saved_model(session.model, config.export_dir, image_size=config.eval_image_size or config.image_size,
-                           class_names=session.data.class_names, overwrite=True)
+                           class_names=session.data.class_names, eval_protocol=config.eval_protocol, overwrite=True)
         logger.info("exported a SavedModel to %s", config.export_dir)
     return errors

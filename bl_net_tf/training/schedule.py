@@ -1,8 +1,8 @@
 """The learning rate as a function of the global step.
 
 The paper (Appendix A.1) uses a cosine schedule (Loshchilov & Hutter, SGDR) over 110 epochs;
-``step`` is Tensorpack's imagenet-resnet.py schedule: x0.1 at epochs 30, 60, 85, 95 and 105
-(stretched proportionally for runs of another length). Both can start with a linear warm-up.
+``step`` is Tensorpack's early-2018 imagenet-resnet.py schedule (the commit is cited below): x0.1
+at epochs 30, 60, 85, 95 and 105 of 110 (stretched proportionally for runs of another length). Both can start with a linear warm-up.
 The schedule is evaluated at the optimizer's step counter, which is checkpointed, so a resumed
 run continues the schedule exactly where it stopped.
 """
@@ -13,7 +13,13 @@ import math
 import keras
 import tensorflow as tf
 
-# Tensorpack's ScheduledHyperParamSetter for 110 epochs: (epoch, factor of the base rate).
+from bl_net_tf.constants import LR_SCHEDULES, check_choice
+
+# Tensorpack's ScheduledHyperParamSetter for 110 epochs: x0.1 at each of these epochs.
+# examples/ResNet/imagenet-resnet.py from commit 0086e156c7a8c769fffea2214242c1b5767359d7 (2018-01-29)
+# through 43f7ca7506b12bb975606093fb6c44168d108386 (2018-03-04): the 110-epoch script of the paper's
+# time (Appendix A.1 trains 110 epochs). From 4adbaa945109589c835372ccf1c6ae01c9555142 (2018-03-04) on
+# it is 30, 60, 90, 100 of 105 epochs, with a 5-epoch warm-up from 4cde005e (2018-04-07).
 STEP_BOUNDARIES = (30, 60, 85, 95, 105)
 STEP_FACTOR = 0.1
 STEP_EPOCHS = 110
@@ -35,8 +41,7 @@ class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, peak_lr: float, steps_per_epoch: int, epochs: int, kind: str = "cosine",
                  warmup_epochs: float = 0.0, warmup_start_lr: float = 0.0):
-        if kind not in ("cosine", "step"):
-            raise ValueError(f"unknown lr_schedule {kind!r}; allowed: cosine, step")
+        check_choice("lr_schedule", kind, LR_SCHEDULES)
         self.peak_lr = float(peak_lr)
         self.steps_per_epoch = int(steps_per_epoch)
         self.epochs = int(epochs)

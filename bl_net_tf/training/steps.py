@@ -19,7 +19,10 @@ import contextlib
 import keras
 import tensorflow as tf
 
-STAT_NAMES = ("loss_sum", "wrong1", "wrong5", "images", "save_votes")
+# save_votes, stop_votes: workers' requests to checkpoint (time) or to stop (a signal), summed
+# with the stats so that every worker takes the same decision after the same step.
+STAT_NAMES = ("loss_sum", "wrong1", "wrong5", "images", "save_votes", "stop_votes")
+_METRICS = STAT_NAMES.index("save_votes")  # the stats before the votes
 # --mixed_precision -> the Keras dtype policy the model is built under.
 POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
@@ -56,20 +59,24 @@ def wrong_counts(labels, logits):
     return tf.reduce_sum(tf.cast(wrong1, tf.float32)), tf.reduce_sum(tf.cast(wrong5, tf.float32))
 
 
-def _stats(labels, logits, per_example_loss, save_vote):
+def _metrics(labels, logits, per_example_loss):
     wrong1, wrong5 = wrong_counts(labels, logits)
     images = tf.cast(tf.shape(labels)[0], tf.float32)
-    return tf.stack([tf.reduce_sum(per_example_loss), wrong1, wrong5, images, save_vote])
+    return tf.stack([tf.reduce_sum(per_example_loss), wrong1, wrong5, images])
+
+
+def _with_votes(metrics, save_vote, stop_vote):
+    return tf.concat([metrics, tf.cast(tf.stack([save_vote, stop_vote]), tf.float32)], axis=0)
 
 
 def make_train_step(strategy: tf.distribute.Strategy, model: keras.Model, optimizer, *, global_batch: int,
                     label_smoothing: float = 0.0, jit_compile: bool = False):
-    """``step(iterator, save_vote) -> float32[len(STAT_NAMES)]`` global sums.
+    """``step(iterator, save_vote, stop_vote=0.0) -> float32[len(STAT_NAMES)]`` global sums.
 
     The loss of a replica is its summed cross-entropy / ``global_batch``, so the all-reduced
     (summed) gradient is the global mean's, as Tensorpack's averaged tower gradients.
-    ``save_vote`` (0 or 1 from each worker) is summed with the stats, so every worker of a
-    multi-worker run sees the same checkpoint decision.
+    ``save_vote`` and ``stop_vote`` (0 or 1 from each worker) are summed with the stats, so every
+    worker of a multi-worker run sees the same checkpoint and stop decisions.
     """
     variables = model.trainable_variables
 
@@ -83,37 +90,41 @@ def make_train_step(strategy: tf.distribute.Strategy, model: keras.Model, optimi
 
     forward_backward = tf.function(forward_backward, jit_compile=jit_compile)
 
-    def replica_step(images, labels, save_vote):
+    def replica_step(images, labels, save_vote, stop_vote):
         grads, logits, per_example = forward_backward(images, labels)
         optimizer.apply_gradients(zip(grads, variables))
-        return _stats(labels, logits, per_example, save_vote)
+        return _with_votes(_metrics(labels, logits, per_example), save_vote, stop_vote)
 
     @tf.function
-    def step(iterator, save_vote):
+    def step(iterator, save_vote, stop_vote=0.0):
         images, labels = next(iterator)
-        per_replica = strategy.run(replica_step, args=(images, labels, save_vote))
+        per_replica = strategy.run(replica_step, args=(images, labels, save_vote, stop_vote))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
     return step
 
 
 def make_eval_step(strategy: tf.distribute.Strategy, model: keras.Model, *, jit_compile: bool = False):
-    """``step(images, labels) -> float32[len(STAT_NAMES)]`` global sums over a distributed batch."""
+    """``step(images, labels, stop_vote=0.0) -> float32[len(STAT_NAMES)]`` global sums over a
+    distributed batch (the stop votes as in :func:`make_train_step`)."""
 
     def forward(images, labels):
-        def replica_stats():
+        def replica_metrics():
             logits = model(images, training=False)
-            return _stats(labels, logits, cross_entropy(labels, logits), tf.constant(0.0))
+            return _metrics(labels, logits, cross_entropy(labels, logits))
 
         # The last batch may leave a replica with no image; TF's CPU conv and BN kernels fail on
         # an empty batch, so that replica contributes zeros instead.
-        return tf.cond(tf.shape(labels)[0] > 0, replica_stats, lambda: tf.zeros([len(STAT_NAMES)]))
+        return tf.cond(tf.shape(labels)[0] > 0, replica_metrics, lambda: tf.zeros([_METRICS]))
 
     forward = tf.function(forward, jit_compile=jit_compile)
 
+    def replica_step(images, labels, stop_vote):
+        return _with_votes(forward(images, labels), 0.0, stop_vote)
+
     @tf.function(reduce_retracing=True)  # the last, partial batch: one more trace, shape-generic
-    def step(images, labels):
-        per_replica = strategy.run(forward, args=(images, labels))
+    def step(images, labels, stop_vote=0.0):
+        per_replica = strategy.run(replica_step, args=(images, labels, stop_vote))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
     return step
