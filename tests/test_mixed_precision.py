@@ -32,9 +32,6 @@ from bl_net_tf.models.layers import ResizeLike
 from bl_net_tf.training import distribute
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1",
-       "XLA_FLAGS": "--xla_backend_optimization_level=0"}
-ENV.pop("TF_CONFIG", None)
 TIMEOUT = 900
 FAMILIES = ("resnet", "speech", "shufflenet")
 PRECISIONS = ("none", "float16", "bfloat16")
@@ -182,13 +179,17 @@ class Workers:
     def __init__(self, tmp_path_factory):
         self._results = {}
         self._procs = {}
+        # Read now, not at import: conftest.py's session fixture has set the environment by then.
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1",
+               "XLA_FLAGS": "--xla_backend_optimization_level=0"}
+        env.pop("TF_CONFIG", None)
         for part, spec in PARTS.items():
             tmp = tmp_path_factory.mktemp(f"worker_{part}")
             (tmp / "worker.py").write_text(WORKER)
             extra = ["--vote", "--resume"] if part == "b" else []
             self._procs[part] = subprocess.Popen(
                 [sys.executable, str(tmp / "worker.py"), ",".join(spec["one"]), ",".join(spec["two"]), str(tmp), *extra],
-                cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def __getitem__(self, part) -> dict:
         if part not in self._results:
