@@ -199,7 +199,10 @@ def _list(allowed):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bl-net-doctor", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="bl-net-doctor", description="Preflight for a training node: prints what it has, then trains a few "
+        "steps of each model family's miniature in each precision, as the trainer would run here; one verdict "
+        "line each, exit status 1 if any fails.")
     parser.add_argument("--gpus", type=int, default=None,
                         help="as the trainer's --gpus (default: every visible GPU; 0: the CPU)")
     parser.add_argument("--data_format", choices=train_config.DATA_FORMATS, default="auto",
