@@ -37,7 +37,7 @@ from bl_net_tf.models.grouped_conv import IMPLEMENTATIONS, resolve_implementatio
 
 MODES = ("infer", "train")
 
-# --all: each Big-Little model, its plain baseline, and the keras.applications model of the same
+# --suite all: each Big-Little model, its plain baseline, and the keras.applications model of the same
 # depth where there is one (ResNeXt-50 is in ResNet-50's FLOP class, as the issue compares them).
 TABLE = (
     ("bl-resnet50", "resnet50", "keras:ResNet50"),
@@ -136,15 +136,13 @@ def run_models(names, settings: Settings) -> list:
     import numpy as np
     import tensorflow as tf
 
+    from bl_net_tf.training.steps import dtype_policy
+
     for name in names:
         check_name(name, settings.mode)
-    previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(settings.dtype_policy)
     with tempfile.TemporaryDirectory(prefix="bl_net_tf_benchmark_") as workdir:
-        try:
+        with dtype_policy(settings.mixed_precision):
             contenders = [benchmark_models.build(name, settings, workdir) for name in names]
-        finally:
-            keras.config.set_dtype_policy(previous_policy)
         rng = np.random.default_rng(0)
         shape = (settings.batch_size, settings.image_size, settings.image_size, 3)
         nhwc = rng.standard_normal(shape, dtype=np.float32)
@@ -430,10 +428,10 @@ def resolve_settings(args, mode: str, suite: Optional[Suite] = None) -> Settings
 
     gpu = _has_gpu()
     mixed_precision = args.mixed_precision or (suite.gpu_mixed_precision if suite and gpu else "none")
+    xla = resolve_xla(args.xla, gpu)
     return Settings(mode=mode, batch_size=args.batch_size, image_size=args.image_size, steps=args.steps,
-                    warmup=args.warmup, xla=resolve_xla(args.xla, gpu), data_format=resolve_data_format(
-                        args.data_format, gpu), mixed_precision=mixed_precision, num_classes=args.num_classes,
-                    grouped_conv=args.grouped_conv)
+                    warmup=args.warmup, xla=xla, data_format=resolve_data_format(args.data_format, gpu, xla),
+                    mixed_precision=mixed_precision, num_classes=args.num_classes, grouped_conv=args.grouped_conv)
 
 
 def _has_gpu() -> bool:

@@ -73,6 +73,7 @@ SHARED_FLAGS = {
     "image_size": (int, "Side of the square images the network takes (the training crop; for serving, the "
                         "centre crop)."),
     # How it runs on the device.
+    "gpus": (int, "GPUs per worker: N >= 2 mirrors over N GPUs, 0 trains on the CPU. Unset: every visible GPU."),
     "data_format": (constants.DATA_FORMAT_MODES, "Layout inside the model (inputs are NHWC either way); auto: "
                                                  "channels_first with a GPU (cuDNN's), channels_last on the CPU."),
     "xla": (constants.XLA_MODES, "XLA-compile each step (jit_compile); auto: on with a GPU, off on the CPU."),
@@ -90,7 +91,8 @@ MODEL_FLAGS = ("arch", "alpha", "beta", "cardinality", "base_width", "merge", "b
 def define(flag_values: flags.FlagValues, specs: Mapping, defaults: Mapping, notes: Optional[Mapping] = None) -> None:
     """Defines a flag for each name of ``defaults`` (its default value) on ``flag_values``: kind and
     help from ``specs`` (``{name: (kind, help)}``), then ``notes[name]`` (what the command makes of
-    it, e.g. what unset means there)."""
+    it, e.g. what unset means there). A kind is str, int, float, bool, a tuple of the allowed values
+    (one of them) or a list of them (a comma-separated list of them)."""
     definers = {str: flags.DEFINE_string, int: flags.DEFINE_integer, float: flags.DEFINE_float,
                 bool: flags.DEFINE_bool}
     notes = notes or {}
@@ -99,6 +101,11 @@ def define(flag_values: flags.FlagValues, specs: Mapping, defaults: Mapping, not
         help_text = f"{help_text} {notes[name]}" if name in notes else help_text
         if isinstance(kind, tuple):
             flags.DEFINE_enum(name, default, kind, help_text, flag_values=flag_values)
+        elif isinstance(kind, list):
+            allowed = ", ".join(kind)
+            flags.DEFINE_list(name, list(default), f"{help_text} Comma-separated, of: {allowed}.", flag_values=flag_values)
+            flags.register_validator(name, lambda values, kind=kind: bool(values) and set(values) <= set(kind),
+                                     f"allowed: one or more of {allowed}, comma-separated", flag_values=flag_values)
         else:
             definers[kind](name, default, help_text, flag_values=flag_values)
 

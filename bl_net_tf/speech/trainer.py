@@ -99,7 +99,8 @@ def build_model(config: SpeechTrainConfig) -> keras.Model:
 
     return create_model(config.arch, alpha=config.alpha, beta=config.beta, merge=config.merge,
                         num_classes=config.num_classes,
-                        data_format=distribute.resolve_data_format(config.data_format, _on_gpu()))
+                        data_format=distribute.resolve_data_format(
+                            config.data_format, _on_gpu(), distribute.resolve_xla(config.xla, _on_gpu())))
 
 
 def train(config: SpeechTrainConfig, model: Optional[keras.Model] = None, verbose: int = 0) -> dict:

@@ -170,15 +170,18 @@ def task_id(strategy: tf.distribute.Strategy) -> int:
     return int(resolver.task_id or 0) if resolver is not None and resolver.task_type else 0
 
 
-def resolve_data_format(flag: str, on_gpu: bool) -> str:
+def resolve_data_format(flag: str, on_gpu: bool, xla: bool = False) -> str:
     """``auto``: channels_first on GPUs (cuDNN's layout, as Tensorpack's NCHW), else channels_last.
 
+    channels_first on the CPU needs ``xla``: XLA's CPU backend compiles the NCHW graph that a GPU
+    runs (slower than channels_last there; it is for running the GPU's graph without a GPU).
+
     Raises:
-      ValueError: channels_first without a GPU (TF's CPU convolutions are NHWC only).
+      ValueError: channels_first on the CPU without XLA (TF's CPU convolutions are NHWC only).
     """
     if flag == constants.AUTO:
         return constants.CHANNELS_FIRST if on_gpu else constants.CHANNELS_LAST
-    if flag == constants.CHANNELS_FIRST and not on_gpu:
+    if flag == constants.CHANNELS_FIRST and not (on_gpu or xla):
         raise ValueError("data_format=channels_first needs a GPU (TensorFlow's CPU convolutions are "
                          "channels_last only); use --data_format=auto")
     return flag

@@ -20,10 +20,9 @@ from bl_net_tf.training import config as cfg
 _DEFAULTS = cfg.TrainConfig()
 
 # The trainer's own flags, name -> (kind, help) (kinds: str, int, float, bool, or a tuple of allowed
-# values); the model options, --data_format, --xla, --mixed_precision, --data_dir and --loader are
-# the package's shared flags (bl_net_tf/cli.py).
+# values); the model options, --gpus, --data_format, --xla, --mixed_precision, --data_dir and
+# --loader are the package's shared flags (bl_net_tf/cli.py).
 FLAGS_SPEC = {
-    "gpus": (int, "GPUs per worker: N >= 2 mirrors over N GPUs, 0 trains on the CPU. Default: all visible."),
     "batch_size": (int, "Global batch size over all replicas and workers."),
     "epochs": (int, "Training epochs."),
     "lr": (float, "Peak learning rate. Default: 0.1 x batch_size / 256."),
@@ -61,7 +60,7 @@ _DERIVED = {"lr": "peak_lr", "warmup_epochs": "warmup"}
 
 # The shared flags the trainer takes (its network's classes come from the data).
 SHARED = tuple(name for name in cli.MODEL_FLAGS if name != "num_classes") + (
-    "data_dir", "loader", "data_format", "xla", "mixed_precision")
+    "data_dir", "loader", "gpus", "data_format", "xla", "mixed_precision")
 _NOTES = {"data_dir": "Unset: $IMAGENET_DIR, else a prepared TFDS imagenet2012 in $TFDS_DATA_DIR "
                       "(~/tensorflow_datasets), else the demo digits on one device with demo defaults for the "
                       "flags not given (see --demo)."}

@@ -8,7 +8,6 @@ step every worker reached (:mod:`.preemption`).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -29,7 +28,6 @@ logger = logging.getLogger(__name__)
 
 _SAVE_VOTES = steps.STAT_NAMES.index("save_votes")
 _STOP_VOTES = steps.STAT_NAMES.index("stop_votes")
-_POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
 
 class TrainingDiverged(RuntimeError):
@@ -60,16 +58,6 @@ class Session:
         return self.steps_per_epoch * self.config.epochs
 
 
-@contextlib.contextmanager
-def _dtype_policy(name: str):
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
 def build(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None, *,
           model_fn: Optional[Callable[..., keras.Model]] = None) -> Session:
     """Creates the strategy (unless given), reads the data set's size, builds the model and
@@ -86,8 +74,8 @@ def build(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None
     if config.batch_size % replicas:
         raise ValueError(f"batch_size {config.batch_size} must be divisible by the {replicas} replicas")
     on_gpu = distribute.uses_gpu(strategy)
-    data_format = distribute.resolve_data_format(config.data_format, on_gpu)
     jit_compile = distribute.resolve_xla(config.xla, on_gpu)
+    data_format = distribute.resolve_data_format(config.data_format, on_gpu, jit_compile)
     is_chief = distribute.is_chief(strategy)
 
     if config.data_dir is None:
@@ -114,7 +102,7 @@ def build(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None
                 config.batch_size // replicas, steps_per_epoch)
     # A fixed input size unless evaluation runs at another one (the paper's @256 rows).
     size = config.image_size if config.eval_image_size in (None, config.image_size) else None
-    with strategy.scope(), _dtype_policy(_POLICIES[config.mixed_precision]):
+    with strategy.scope(), steps.dtype_policy(config.mixed_precision):
         if model_fn is None:
             model = run_config.create_run_model(run_config.model_options(config, data.num_classes),
                                                 input_shape=(size, size, 3), data_format=data_format)

@@ -3,19 +3,40 @@
 A step returns the global sums of :data:`STAT_NAMES` (one all-reduce), which the loop turns
 into means; counting images rather than batches makes a partial last eval batch exact.
 
+Precision (``--mixed_precision``, :func:`dtype_policy`): the model is built under a Keras mixed
+policy, so its variables are float32 and its layers compute in float16 or bfloat16 except the
+logits (models/layers.py ``LOGITS_DTYPE``); the loss, the top-k counts and the gradients the
+optimizer applies are float32. float16 scales the loss (training/optimizer.py).
+
 The forward and backward pass of each replica is one XLA cluster when ``jit_compile`` is on; the
 gradient all-reduce and the update stay outside it, because a compiled cluster cannot address the
 other replicas' variables (MirroredStrategy places each copy on its own device).
 """
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import tensorflow as tf
+
+from bl_net_tf.constants import DTYPE_POLICIES
 
 # save_votes, stop_votes: workers' requests to checkpoint (time) or to stop (a signal), summed
 # with the stats so that every worker takes the same decision after the same step.
 STAT_NAMES = ("loss_sum", "wrong1", "wrong5", "images", "save_votes", "stop_votes")
 _METRICS = STAT_NAMES.index("save_votes")  # the stats before the votes
+
+
+@contextlib.contextmanager
+def dtype_policy(precision: str):
+    """Builds the layers made inside under the policy of ``precision`` (a ``--mixed_precision``
+    value, ``constants.DTYPE_POLICIES``); the global policy is restored on exit."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(DTYPE_POLICIES[precision])
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def cross_entropy(labels, logits, label_smoothing: float = 0.0):
