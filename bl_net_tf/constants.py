@@ -41,6 +41,9 @@ LOADERS = ("tfdata", "tensorpack")
 LR_SCHEDULES = ("cosine", "step")
 XLA_MODES = ("auto", "on", "off")
 MIXED_PRECISION = ("none", "float16", "bfloat16")
+# The arithmetic of an exported network (export --precision): bfloat16 for CPUs with AMX or
+# AVX512-BF16, float16 for GPUs.
+SERVING_PRECISIONS = ("float32", "bfloat16", "float16")
 
 
 def check_positive_int(name: str, value) -> int:

@@ -32,6 +32,7 @@ from typing import Optional, Sequence
 import keras
 import tensorflow as tf
 
+from bl_net_tf.constants import SERVING_PRECISIONS, check_choice
 from bl_net_tf.data import recipe
 from bl_net_tf.data.headers import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS
 from bl_net_tf.models.layers import UPSAMPLE_MODES
@@ -64,7 +65,7 @@ def _check_export_dir(export_dir: str, overwrite: bool) -> None:
 def export_saved_model(model: keras.Model, export_dir: str, *, image_size: Optional[int] = None,
                        class_names: Optional[Sequence[str]] = None, overwrite: bool = False,
                        eval_protocol: str = recipe.DEFAULT_EVAL_PROTOCOL,
-                       limits: ServingLimits = ServingLimits()) -> str:
+                       limits: ServingLimits = ServingLimits(), precision: str = "float32") -> str:
     """Writes ``model`` as a SavedModel for TF Serving and returns ``export_dir``.
 
     Args:
@@ -82,17 +83,21 @@ def export_saved_model(model: keras.Model, export_dir: str, *, image_size: Optio
       eval_protocol: how ``serving_default`` resizes before its centre crop
         (``bl_net_tf.data.recipe.EVAL_PROTOCOLS``).
       limits: what one request may hold (docs/deployment.md).
+      precision: ``float32``, ``bfloat16`` (CPUs with AMX/AVX512-BF16) or ``float16`` (GPUs): the
+        network's weights and arithmetic; inputs and outputs stay as above. BatchNorm is folded
+        into the convolutions in every precision (serving/fold.py).
 
     Raises:
       FileExistsError: ``export_dir`` is not empty and ``overwrite`` is False.
       ValueError: not a single-output classifier, no usable image size, wrong number of names, or
-        an unknown protocol.
+        an unknown protocol or precision.
     """
     export_dir = os.path.normpath(os.fspath(export_dir))
     _check_export_dir(export_dir, overwrite)
     recipe.check_eval_protocol(eval_protocol)
+    check_choice("precision", precision, SERVING_PRECISIONS)
     size = _image_size(model, image_size)
-    network = serving_network(model, size)
+    network = serving_network(model, size, precision)
     num_classes = int(network.outputs[0].shape[-1])
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"got {len(class_names)} class names for a model with {num_classes} classes")
@@ -108,7 +113,7 @@ def export_saved_model(model: keras.Model, export_dir: str, *, image_size: Optio
         tf.saved_model.save(module, staging, signatures=module.signatures)
         warmup.write(staging, size)
         settings = {"image_size": size, "eval_protocol": eval_protocol, "num_classes": num_classes,
-                    "class_names": class_names is not None, **vars(limits)}
+                    "class_names": class_names is not None, "precision": precision, **vars(limits)}
         with open(os.path.join(staging, "assets.extra", SETTINGS_FILE), "w", encoding="utf-8") as handle:
             handle.write(json.dumps(settings, indent=1) + "\n")
         if os.path.exists(export_dir):
@@ -153,6 +158,9 @@ def _parser() -> cli.ArgumentParser:
                          help=f"width x height of an image (default {DEFAULT_MAX_PIXELS})")
     serving.add_argument("--max_aspect_ratio", type=float, default=DEFAULT_MAX_ASPECT_RATIO,
                          help=f"longer side / shorter side of an image (default {DEFAULT_MAX_ASPECT_RATIO:g})")
+    serving.add_argument("--precision", choices=SERVING_PRECISIONS, default="float32",
+                         help="the network's arithmetic: bfloat16 for CPUs with AMX/AVX512-BF16, float16 for GPUs "
+                              "(docs/deployment.md)")
     parser.add_argument("--export_dir", required=True, help="models/<name>/<version>, version a number")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --export_dir")
     return parser
@@ -174,10 +182,11 @@ def _main(argv) -> None:
     source = sources.load(args)
     class_names = _read_class_names(args.class_names) if args.class_names else source.class_names
     export_saved_model(source.model, args.export_dir, image_size=source.image_size, class_names=class_names,
-                       eval_protocol=source.eval_protocol, limits=limits, overwrite=args.overwrite)
+                       eval_protocol=source.eval_protocol, limits=limits, overwrite=args.overwrite,
+                       precision=args.precision)
     print(f"exported {source.description} to {args.export_dir} ({source.image_size}x{source.image_size}, "
-          f"{source.eval_protocol} protocol, max_batch={limits.max_batch}, max_pixels={limits.max_pixels}, "
-          f"max_aspect_ratio={limits.max_aspect_ratio:g})")
+          f"{args.precision}, {source.eval_protocol} protocol, max_batch={limits.max_batch}, "
+          f"max_pixels={limits.max_pixels}, max_aspect_ratio={limits.max_aspect_ratio:g})")
 
 
 def main(argv=None) -> int:

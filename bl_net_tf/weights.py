@@ -254,9 +254,12 @@ def _run(model_dir: str, checkpoint: Optional[str]) -> WeightSource:
     if run.model is None:
         raise ValueError(f"{model_dir} trained a custom model (model_fn): load its checkpoint with "
                          f"bl_net_tf.training.checkpoints.restore_model_weights")
-    checkpoint = checkpoint or tf.train.latest_checkpoint(model_dir)
-    if checkpoint is None:
-        raise ValueError(f"no checkpoint in {model_dir}")
+    if checkpoint is None:  # the newest, found by its files as the trainer finds them
+        from bl_net_tf.training.checkpoints import find_checkpoints
+
+        checkpoint = next(iter(find_checkpoints(model_dir)), None)
+        if checkpoint is None:
+            raise ValueError(f"no checkpoint in {model_dir}")
     trained = validate_model_options(**run.model)
     network = {name: getattr(trained, name) for name in NETWORK_OPTIONS[1:]}
     if not trained.spec.big_little:

@@ -1,9 +1,16 @@
 """The benchmark runs end to end on tiny inputs. Speed itself is measured by it, never asserted here."""
+import dataclasses
+
 import pytest
 
-from bl_net_tf import benchmark
+from bl_net_tf import benchmark, create_model
+from bl_net_tf.benchmark_models import check_name
+from bl_net_tf.export import export_saved_model
 
 TINY = dict(batch_size=2, image_size=32, steps=2, warmup=1, num_classes=10, data_format="channels_last")
+TINY_FLAGS = ["--batch_size", "2", "--image_size", "32", "--steps", "1", "--warmup", "1", "--num_classes", "10"]
+# The cheapest Big-Little model and its baseline, for the end-to-end runs.
+SMALL = ("bl-shufflenetv2-1.0x", "shufflenetv2-1.0x")
 
 
 def test_cli_compares_a_bl_model_with_keras_applications(capsys):
@@ -47,3 +54,75 @@ def test_bare_xla_flag_means_on():
 def test_bad_settings_fail_at_construction():
     with pytest.raises(ValueError, match="allowed: float32, mixed_bfloat16, mixed_float16"):
         benchmark.Settings(precision="float64")
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    model = create_model(SMALL[1], input_shape=(32, 32, 3), num_classes=10, data_format="channels_last")
+    return export_saved_model(model, str(tmp_path_factory.mktemp("exports") / "shufflenet" / "1"))
+
+
+def test_exports_are_timed_through_predict_images_beside_keras():
+    """One made on the fly in bfloat16 (its request limit raised to the batch, 17 > the default 16),
+    the folded serving network and the Keras forward pass."""
+    settings = benchmark.Settings(**{**TINY, "batch_size": 17})
+    names = [f"export:{SMALL[1]}@bfloat16", f"folded:{SMALL[1]}", SMALL[1]]
+    results = benchmark.run(names, settings)
+    assert [r.name for r in results] == names
+    assert all(len(r.step_seconds) == 2 and r.images_per_second > 0 for r in results)
+    assert results[0].macs == results[1].macs == results[2].macs > 0
+    assert f"export:{SMALL[1]}@bfloat16 / folded:{SMALL[1]}: speed" in benchmark.format_text(results, settings)
+
+
+def test_an_existing_export_is_timed_without_a_flop_count(export_dir):
+    results = benchmark.run([f"saved_model:{export_dir}", SMALL[1]], benchmark.Settings(**TINY))
+    assert results[0].macs is None and results[0].images_per_second > 0
+    assert "FLOP ratio -" in benchmark.format_text(results, benchmark.Settings(**TINY))
+
+
+def test_saved_model_errors(export_dir):
+    with pytest.raises(ValueError, match="no SavedModel in"):
+        check_name(f"saved_model:{export_dir}/missing")
+    with pytest.raises(ValueError, match="only infer; use --mode infer"):
+        check_name(f"export:{SMALL[0]}", mode="train")
+    with pytest.raises(ValueError, match="allowed: float32, bfloat16, float16"):
+        check_name(f"export:{SMALL[0]}@int8")
+    with pytest.raises(ValueError, match="takes 32x32 images; pass --image_size 32"):
+        benchmark.run([f"saved_model:{export_dir}"], benchmark.Settings(**{**TINY, "image_size": 64}))
+    with pytest.raises(ValueError, match="takes at most 16 images per request; pass --batch_size 16 or export "
+                                         "with --max_batch 32"):
+        benchmark.run([f"saved_model:{export_dir}"], benchmark.Settings(**{**TINY, "batch_size": 32}))
+
+
+def test_gpu_suite_runs_in_float32_on_a_cpu_and_writes_its_table(monkeypatch, tmp_path, capsys):
+    """The suite's own rows are the 50/101-layer models (too slow here): one small row instead."""
+    for name in {name for row in benchmark.SUITES["gpu"].rows for name in row}:
+        check_name(name, "train")
+    monkeypatch.setitem(benchmark.SUITES, "gpu", dataclasses.replace(benchmark.SUITES["gpu"], rows=(SMALL,)))
+    output = tmp_path / "gpu.md"
+    assert benchmark.main(["--suite", "gpu", *TINY_FLAGS, "--output", str(output)]) == 0
+    lines = output.read_text().splitlines()
+    assert lines[0].startswith("device: ") and "no GPU" in lines[0]
+    assert lines[1].startswith("settings: batch 2 at 32x32, float32, channels_last, XLA off")
+    assert "\n".join(lines[2:4]) == benchmark.MARKDOWN_HEADER
+    assert [line.split(" | ")[:3] for line in lines[4:]] == [[f"| {SMALL[0]}", SMALL[1], mode] for mode in benchmark.MODES]
+    assert capsys.readouterr().out.splitlines()[:len(lines)] == lines
+
+
+def test_gpu_suite_settings_with_a_gpu(monkeypatch):
+    monkeypatch.setattr(benchmark, "_has_gpu", lambda: True)
+    monkeypatch.setattr(benchmark, "_default_data_format", lambda: "channels_first")
+    parse = benchmark.build_parser().parse_args
+    gpu = benchmark.resolve_settings(parse(["--suite", "gpu"]), "train", benchmark.SUITES["gpu"])
+    assert (gpu.data_format, gpu.xla, gpu.precision) == ("channels_first", True, "mixed_float16")
+    mine = benchmark.resolve_settings(parse(["--suite", "gpu", "--precision", "float32", "--xla", "off",
+                                             "--data_format", "channels_last"]), "train", benchmark.SUITES["gpu"])
+    assert (mine.data_format, mine.xla, mine.precision) == ("channels_last", False, "float32")
+    assert benchmark.resolve_settings(parse(["--suite", "all"]), "infer", benchmark.SUITES["all"]).precision == "float32"
+
+
+def test_repeated_runs_summarise_each_speed_up():
+    a = benchmark.Result("bl-resnet101", [1.0], 32, 1, 1, None)
+    runs = [[a, benchmark.Result("keras:ResNet101", [seconds], 32, 2, 1, None)] for seconds in (1.8, 2.0, 1.9)]
+    assert benchmark.format_repeats(runs) == (
+        "  bl-resnet101 / keras:ResNet101 over 3 runs: 1.80x 2.00x 1.90x (min 1.80x, median 1.90x)")

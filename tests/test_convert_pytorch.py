@@ -11,6 +11,8 @@ from blnet_torch_reference import BLNet
 from bl_net_tf import create_model
 from bl_net_tf.convert_pytorch import (convert_checkpoint, convert_state_dict, load_state_dict, main, pytorch_name,
                                        state_dict_targets)
+from bl_net_tf.serving.fold import fold_batch_norm
+from bl_net_tf.serving.layout import channels_last_copy
 
 OFFICIAL_KEYS = pathlib.Path(__file__).parent / "data" / "official_blnet_state_dict_keys.tsv"
 # Registry name -> the official constructor's arguments (depth 50, alpha 2, beta 4).
@@ -128,6 +130,16 @@ def test_converted_model_reproduces_pytorch_logits(arch, converted, torch_models
     assert relative_error < REL_TOLERANCE
     # The logits depend on the input far above the tolerance, so a wrong layer anywhere would show.
     assert np.abs(expected[0] - expected[1]).max() > 100 * REL_TOLERANCE * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_converted_model_with_batch_norm_folded_still_reproduces_pytorch(arch, converted, torch_models, images):
+    """As exported for serving: the channels_last copy, BatchNorm folded (serving/fold.py)."""
+    expected = torch_logits(torch_models[arch], images)
+    got = np.asarray(fold_batch_norm(channels_last_copy(converted[arch]))(images, training=False))
+    relative_error = np.abs(got - expected).max() / np.abs(expected).max()
+    print(f"{arch} ({DATA_FORMATS[arch]}), BatchNorm folded: max relative error {relative_error:.2e}")
+    assert relative_error < REL_TOLERANCE
 
 
 def test_bare_state_dict_reads_like_a_wrapped_one(torch_models, checkpoints, tmp_path):

@@ -31,11 +31,41 @@ def test_labels_follow_sorted_wnids(pytorch_layout):
     train = folder.list_images(str(pytorch_layout), "train")
     assert train.class_names == WNIDS
     assert len(train.paths) == 9  # notes.txt and hidden files are not images
+    assert train.unreadable == [] and train.empty_classes == []
     for path, label in zip(train.paths, train.labels):
-        assert os.path.basename(os.path.dirname(path)) == WNIDS[label]
+        assert os.path.basename(os.path.dirname(os.fsdecode(path))) == WNIDS[label]
     assert train.paths == sorted(train.paths)
     val = folder.list_images(str(pytorch_layout), "val")
     assert val.labels == [0, 1, 2]
+
+
+def test_listing_sets_apart_what_cannot_be_a_readable_image(pytorch_layout):
+    """Image-named entries that are not files are reported with the reason, not listed; a name that
+    is not UTF-8 is listed, as bytes."""
+    wnid = pytorch_layout / "train" / WNIDS[1]
+    os.symlink(pytorch_layout / "gone.JPEG", wnid / "dangling.JPEG")
+    (wnid / "folder.JPEG").mkdir()
+    os.mkfifo(wnid / "fifo.JPEG")
+    odd_name = os.fsencode(wnid) + b"/caf\xe9.JPEG"
+    _touch(odd_name)
+    (pytorch_layout / "train" / "n99999999").mkdir()  # a class without images
+    train = folder.list_images(str(pytorch_layout), "train")
+    assert [(os.path.basename(p), reason) for p, reason in train.unreadable] == [
+        (b"dangling.JPEG", "dangling symbolic link"), (b"fifo.JPEG", "not a regular file"),
+        (b"folder.JPEG", "a directory, not a file")]
+    assert odd_name in train.paths and all(isinstance(p, bytes) for p in train.paths)
+    assert train.empty_classes == [str(pytorch_layout / "train" / "n99999999")]
+    shards = [train.shard(2, i) for i in range(2)]
+    assert shards[0].unreadable == train.unreadable and shards[1].unreadable == []  # reported once
+
+
+def test_a_file_named_in_val_txt_but_missing_is_reported(tmp_path):
+    _touch(tmp_path / "train" / WNIDS[0] / "a.JPEG")
+    _touch(tmp_path / "val" / "here.JPEG")
+    _touch(tmp_path / "val.txt", b"here.JPEG 0\ngone.JPEG 0\n")
+    val = folder.list_images(str(tmp_path), "val")
+    assert val.paths == [os.fsencode(tmp_path / "val" / "here.JPEG")]
+    assert val.unreadable == [(os.fsencode(tmp_path / "val" / "gone.JPEG"), "no such file")]
 
 
 @pytest.mark.parametrize("list_in_val", [False, True])
@@ -48,8 +78,8 @@ def test_flat_val_with_val_txt(pytorch_layout, list_in_val):
         _touch(flat / "val" / name)
     _touch(flat / ("val/val.txt" if list_in_val else "val.txt"), lines.encode())
     val = folder.list_images(str(flat), "val")
-    assert [os.path.basename(p) for p in val.paths] == ["ILSVRC2012_val_00000001.JPEG",
-                                                         "ILSVRC2012_val_00000002.JPEG"]
+    assert [os.path.basename(p) for p in val.paths] == [b"ILSVRC2012_val_00000001.JPEG",
+                                                         b"ILSVRC2012_val_00000002.JPEG"]
     assert val.labels == [2, 0]
 
 
@@ -73,7 +103,7 @@ def test_bad_val_txt_line_is_named(pytorch_layout):
 
 def test_val_class_missing_from_train_is_an_error(pytorch_layout):
     _touch(pytorch_layout / "val" / "n99999999" / "x.JPEG")
-    with pytest.raises(ValueError, match="n99999999 is not among the 3 classes"):
+    with pytest.raises(ValueError, match="The val class n99999999 .* is not among the 3 classes of train/"):
         folder.list_images(str(pytorch_layout), "val")
 
 
@@ -96,6 +126,13 @@ def test_empty_split_is_an_error(tmp_path, loader):
         folder.list_images(str(tmp_path), "val")
 
 
+def test_a_split_with_no_readable_entry_names_one(tmp_path):
+    (tmp_path / "train" / WNIDS[0]).mkdir(parents=True)
+    os.symlink(tmp_path / "gone", tmp_path / "train" / WNIDS[0] / "x.JPEG")
+    with pytest.raises(ValueError, match=r"No images in .*train \(1 cannot be read, e\.g\. .*x\.JPEG: dangling"):
+        folder.list_images(str(tmp_path), "train")
+
+
 def test_sources_are_detected_and_logged(pytorch_layout, tmp_path_factory, caplog):
     caplog.set_level(logging.INFO)
     assert sources.detect(str(pytorch_layout)) is sources.Source.FOLDER
@@ -108,6 +145,18 @@ def test_sources_are_detected_and_logged(pytorch_layout, tmp_path_factory, caplo
     _touch(prepared / "imagenet2012" / "5.1.0" / "dataset_info.json", b'{"name": "imagenet2012"}')
     assert sources.detect(str(prepared)) is sources.Source.TFDS
     assert sources.tfds_source.find_prepared(str(prepared)).endswith("5.1.0")
+    subsets = tmp_path_factory.mktemp("subsets")
+    for config in ("1pct", "10pct"):
+        _touch(subsets / "imagenet2012_subset" / config / "5.0.0" / "dataset_info.json",
+               b'{"name": "imagenet2012_subset", "configName": "%s"}' % config.encode())
+    one = subsets / "imagenet2012_subset" / "1pct"
+    for data_dir in (one, one / "5.0.0"):
+        assert sources.tfds_source.find_prepared(str(data_dir)) == str(one / "5.0.0")
+    for data_dir in (subsets, subsets / "imagenet2012_subset"):
+        with pytest.raises(ValueError, match="holds 2 prepared data sets .*1pct/5.0.0.*; pass the one to read"):
+            sources.detect(str(data_dir))
+    _touch(subsets / "imagenet2012" / "5.1.0" / "dataset_info.json", b'{"name": "imagenet2012"}')
+    assert sources.tfds_source.find_prepared(str(subsets)).endswith("imagenet2012/5.1.0")  # the full set first
 
 
 def test_missing_or_foreign_data_dir_is_an_error(tmp_path):

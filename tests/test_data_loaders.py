@@ -1,9 +1,10 @@
 """Both loaders on real photographs in ImageNet's layouts, with ImageNet's bad files.
 
 The folder holds, next to JPEG photographs, a PNG named .JPEG, a CMYK JPEG and a
-grayscale JPEG (all readable) and a truncated JPEG and an empty file (skipped).
-The same images are also written as TFRecord shards and as a prepared TFDS
-imagenet2012.
+grayscale JPEG (all readable) and a truncated JPEG, an empty file and a JPEG whose
+header and end marker are intact but whose Huffman table is corrupt (skipped, named
+and counted). The same images are also written as TFRecord shards and as a prepared
+TFDS imagenet2012.
 """
 import hashlib
 import io
@@ -12,13 +13,18 @@ import os
 import threading
 import time
 
+import keras
 import numpy as np
 import pytest
 import skimage.data
 import tensorflow as tf
+from faults import corrupt_body
 from PIL import Image
 
+from bl_net_tf import training
 from bl_net_tf.data import SkippedFiles, benchmark, imagenet_dataset, tensorpack_loader
+from bl_net_tf.data.records import COUNTS_FILE
+from bl_net_tf.training import inputs
 
 PHOTOS = {"n01440764": "astronaut", "n02123045": "chelsea", "n07920052": "coffee"}
 SIZE = 32  # training crop and evaluation size
@@ -26,7 +32,9 @@ TRAIN_PHOTOS, VAL_PHOTOS = 4, 2
 # (file name, class index, kind): odd but readable files, then the bad ones.
 ODD_FILES = [("odd_png.JPEG", 0, "png"), ("odd_cmyk.JPEG", 1, "cmyk"),
              ("odd_grey.JPEG", 2, "grey")]
-BAD_FILES = [("bad_truncated.JPEG", 1, "truncated"), ("bad_empty.JPEG", 2, "empty")]
+BAD_FILES = [("bad_truncated.JPEG", 1, "truncated"), ("bad_empty.JPEG", 2, "empty"),
+             ("bad_corrupt_body.JPEG", 0, "corrupt_body")]
+VAL_FILES = 3 * VAL_PHOTOS + len(ODD_FILES) + len(BAD_FILES)
 
 
 def _encoded(photo: np.ndarray, kind: str) -> bytes:
@@ -41,6 +49,8 @@ def _encoded(photo: np.ndarray, kind: str) -> bytes:
     else:
         image.save(buffer, "JPEG", quality=90)
     data = buffer.getvalue()
+    if kind == "corrupt_body":
+        return corrupt_body(data)
     return {"truncated": data[: len(data) // 2], "empty": b""}.get(kind, data)
 
 
@@ -117,8 +127,8 @@ def test_val_is_complete_deterministic_and_skips_bad_files(
     assert list(first[1]) == [label for _, label in readable["val"]]
     np.testing.assert_array_equal(first[0], second[0])
     np.testing.assert_array_equal(first[1], second[1])
-    # Two epochs, each skipping and naming both bad files.
-    assert skipped.count == 4
+    # Two epochs, each skipping and naming every bad file.
+    assert skipped.count == 2 * len(BAD_FILES)
     assert sorted(set(skipped.names)) == _bad_paths(root, "val")
 
 
@@ -147,6 +157,29 @@ def test_skipped_files_are_logged_by_name(imagenet, caplog):
     for path in _bad_paths(root, "val"):
         assert path in caplog.text
     assert "JPEG without end-of-image marker" in caplog.text and "empty file" in caplog.text
+    assert "corrupt image data (the decoder rejects it)" in caplog.text
+
+
+@pytest.mark.parametrize("loader", ["tfdata", "tensorpack"])
+def test_a_val_folder_with_bad_entries_yields_the_good_images_and_names_the_bad(imagenet, tmp_path, loader):
+    """3 good JPEGs, one with a corrupt body, a dangling link and a good one whose name is not UTF-8:
+    4 images, 2 files skipped, each named."""
+    root = tmp_path / "data"
+    photo = Image.open(imagenet[1]["val"][0][0]).convert("RGB")
+    good = _encoded(np.asarray(photo), "jpeg")
+    for name in ("n01", "n02"):
+        _write(root / "train" / name / "a.JPEG", good)
+    for i in range(3):
+        _write(root / "val" / "n01" / f"good_{i}.JPEG", good)
+    _write(root / "val" / "n02" / "corrupt_body.JPEG", corrupt_body(good))
+    os.symlink(root / "nowhere.JPEG", root / "val" / "n02" / "dangling.JPEG")
+    _write(os.fsencode(root / "val" / "n02") + b"/caf\xe9.JPEG", good)
+    skipped = SkippedFiles()
+    _, labels = _epoch(imagenet_dataset(str(root), "val", 4, loader=loader, image_size=SIZE, skipped=skipped))
+    assert sorted(labels) == [0, 0, 0, 1]
+    assert skipped.count == 2
+    assert sorted(skipped.names) == [str(root / "val" / "n02" / "corrupt_body.JPEG"),
+                                     str(root / "val" / "n02" / "dangling.JPEG")]
 
 
 def test_tfdata_train_epoch(imagenet):
@@ -158,7 +191,7 @@ def test_tfdata_train_epoch(imagenet):
     assert len(labels) == full_batches  # drop_remainder for training
     assert sorted(labels) != list(labels)  # shuffled
     assert set(labels) == {0, 1, 2}
-    assert skipped.count == 2
+    assert skipped.count == len(BAD_FILES)
     # Reproducible from the seed, with new augmentations in every epoch.
     again, _ = _epoch(imagenet_dataset(root, "train", 4, image_size=SIZE, seed=1))
     np.testing.assert_array_equal(images, again)
@@ -176,8 +209,8 @@ def test_tensorpack_train_batches(imagenet):
     for images, labels in batches:
         assert images.dtype == tf.uint8 and images.shape == (4, SIZE, SIZE, 3)
         assert labels.dtype == tf.int32 and set(labels.numpy()) <= {0, 1, 2}
-    # 32 images from two workers: one of them went once through all 17 files.
-    assert skipped.count >= 2
+    # 32 images from two workers: one of them went once through all 18 files.
+    assert skipped.count >= len(BAD_FILES)
     assert len(readable["train"]) == 15
 
 
@@ -226,14 +259,50 @@ def test_tfrecord_shards(imagenet, val_tfdata, tmp_path):
                                              skipped=skipped))
     np.testing.assert_array_equal(labels, expected_labels)
     np.testing.assert_array_equal(images, expected_images)
-    assert sorted(skipped.names) == [
-        os.path.join(shards, "validation-00000-of-00001") + ":" + name
-        for name in ("bad_empty.JPEG", "bad_truncated.JPEG")]
+    assert sorted(skipped.names) == sorted(
+        os.path.join(shards, "validation-00000-of-00001") + ":" + name for name, _, _ in BAD_FILES)
     zero_based = _write_shards(root, str(tmp_path / "zero_based"), label_base=0)
     _, labels = _epoch(imagenet_dataset(zero_based, "val", 4, image_size=SIZE, label_offset=0))
     np.testing.assert_array_equal(labels, expected_labels)
     with pytest.raises(tf.errors.InvalidArgumentError, match="need label_offset=0"):
         _epoch(imagenet_dataset(zero_based, "val", 4, image_size=SIZE))
+
+
+def test_tfrecord_shards_are_counted_once_and_recounted_when_changed(imagenet, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    shards = _write_shards(imagenet[0], str(tmp_path / "shards"), label_base=1)
+    with open(os.path.join(shards, "validation-00000-of-00001"), "rb") as f:
+        val = f.read()
+    with open(os.path.join(shards, "train-00000-of-00001"), "wb") as f:
+        f.write(val * 2)
+    info = inputs.describe(shards)
+    assert (info.train_images, info.val_images, info.num_classes, info.label_offset) == (2 * VAL_FILES, VAL_FILES, 3, 1)
+    assert caplog.text.count("counting the records") == 2 and os.path.isfile(os.path.join(shards, COUNTS_FILE))
+    caplog.clear()
+    assert inputs.describe(shards) == info and "counting" not in caplog.text  # from the cache
+    with open(os.path.join(shards, "train-00000-of-00001"), "ab") as f:
+        f.write(val)
+    assert inputs.describe(shards).train_images == 3 * VAL_FILES  # the changed shard was read again
+    assert _trainer_sees(shards, tmp_path, batch_size=4) == (3 * VAL_FILES // 4, 3)
+
+
+def test_record_counts_go_to_the_user_cache_when_the_shards_folder_cannot_take_them(imagenet, tmp_path, monkeypatch):
+    monkeypatch.setenv("BL_NET_TF_CACHE", str(tmp_path / "cache"))
+    shards = _write_shards(imagenet[0], str(tmp_path / "shards"), label_base=0)
+    os.mkdir(os.path.join(shards, COUNTS_FILE))  # the place beside the shards cannot be written
+    assert inputs.describe(shards, train=False).val_images == VAL_FILES
+    assert len(os.listdir(tmp_path / "cache" / "record_counts")) == 1
+    assert inputs.describe(shards, train=False).label_offset == 0  # a stored 0: 0-based labels
+
+
+def test_a_damaged_shard_is_named(imagenet, tmp_path):
+    shards = _write_shards(imagenet[0], str(tmp_path), label_base=1)
+    path = os.path.join(shards, "validation-00000-of-00001")
+    with open(path, "r+b") as f:
+        f.seek(100)
+        f.write(b"\0" * 8)  # inside the first record: its CRC no longer matches
+    with pytest.raises(ValueError, match=f"TFRecord shard {path} cannot be read: "):
+        inputs.describe(shards, train=False)
 
 
 def test_tfrecord_input_pipelines_read_disjoint_records(imagenet, val_tfdata, tmp_path):
@@ -244,7 +313,21 @@ def test_tfrecord_input_pipelines_read_disjoint_records(imagenet, val_tfdata, tm
     assert len(seen) == len(set(seen)) == len(everything)
 
 
-def test_prepared_tfds_imagenet2012(imagenet, tmp_path):
+def _tiny_model(num_classes, input_shape, data_format):
+    inputs = keras.Input(input_shape)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255.0)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(num_classes)(x))
+
+
+def _trainer_sees(data_dir, tmp_path, batch_size=4):
+    """(steps per epoch, classes of the model) of a trainer built on ``data_dir``."""
+    fields = dict(data_dir=str(data_dir), batch_size=batch_size, image_size=SIZE, epochs=1,
+                  model_dir=str(tmp_path / "run"))
+    session = training.build(training.resolve(training.TrainConfig(**fields), set(fields)), model_fn=_tiny_model)
+    return session.steps_per_epoch, session.model.output.shape[-1]
+
+
+def test_prepared_tfds_imagenet2012_gives_its_own_size_and_classes(imagenet, tmp_path):
     import tensorflow_datasets as tfds
 
     _, readable = imagenet
@@ -254,16 +337,21 @@ def test_prepared_tfds_imagenet2012(imagenet, tmp_path):
                 "file_name": [os.path.basename(path) for path, _ in readable["val"]]}
     features = tfds.features.FeaturesDict({
         "image": tfds.features.Image(encoding_format="jpeg"),
-        "label": tfds.features.ClassLabel(num_classes=len(PHOTOS)),
+        "label": tfds.features.ClassLabel(names=sorted(PHOTOS)),
         "file_name": tfds.features.Text()})
-    split = tf.data.Dataset.from_tensor_slices(examples)
+    val = {key: values[:5] for key, values in examples.items()}
     tfds.dataset_builders.store_as_tfds_dataset(
         name="imagenet2012", version="5.1.0", features=features, data_dir=str(tmp_path),
-        split_datasets={"train": split, "validation": split})
+        split_datasets={"train": tf.data.Dataset.from_tensor_slices(examples),
+                        "validation": tf.data.Dataset.from_tensor_slices(val)})
     _, labels = _epoch(imagenet_dataset(str(tmp_path), "val", 4, image_size=SIZE))
-    assert sorted(labels) == sorted(examples["label"])
+    assert sorted(labels) == sorted(examples["label"][:5])
     images, labels = _epoch(imagenet_dataset(str(tmp_path), "train", 4, image_size=SIZE))
     assert len(labels) == len(examples["label"]) // 4 * 4
+    info = inputs.describe(str(tmp_path))
+    train_images = len(examples["label"])
+    assert (info.train_images, info.val_images, info.class_names) == (train_images, 5, sorted(PHOTOS))
+    assert _trainer_sees(tmp_path, tmp_path) == (train_images // 4, len(PHOTOS))  # not ImageNet's 1000
 
 
 @pytest.mark.parametrize("args, kwargs, message", [
@@ -319,3 +407,76 @@ def test_tensorpack_batches_stop_before_the_dataflow_is_torn_down():
     dataflow.inside.wait(timeout=5)  # the producer waits on the stream, as at exit
     batches._stop()  # what the exit handler does before Tensorpack closes its socket
     assert not batches.thread.is_alive() and not dataflow.inside.is_set()
+
+
+class _EndingDataFlow:
+    """Stands in for a ``MultiProcessRunnerZMQ`` whose workers are terminated after one batch."""
+
+    def reset_state(self):
+        pass
+
+    def __iter__(self):
+        from tensorpack.dataflow import DataFlowTerminated
+
+        yield np.zeros((2, SIZE, SIZE, 3), np.uint8), np.zeros([2], np.int64)
+        raise DataFlowTerminated()
+
+
+def _within(seconds, function):
+    """``function()``'s result (or error), computed in a thread that must end within ``seconds``."""
+    outcome = []
+
+    def run():
+        try:
+            outcome.append(function())
+        except Exception as error:  # raised below, in the test's thread
+            outcome.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "still waiting"
+    if isinstance(outcome[0], Exception):
+        raise outcome[0]
+    return outcome[0]
+
+
+def test_a_terminated_dataflow_ends_the_epoch():
+    batches = tensorpack_loader._WorkerBatches(_EndingDataFlow(), queue_size=1)
+    assert len(_within(10, lambda: list(batches()))) == 1
+
+
+def test_a_stopped_producer_ends_the_epoch_instead_of_a_wait():
+    dataflow = _SlowDataFlow()
+    batches = tensorpack_loader._WorkerBatches(dataflow, queue_size=1)
+    stream = batches()
+    next(stream)
+    batches._stop()  # the producer returns without an end marker
+    assert len(_within(10, lambda: list(stream))) <= 1  # at most the batch already queued
+
+
+class _SilentDataFlow:
+    """Stands in for a ``MultiProcessRunnerZMQ`` whose workers died: nothing ever arrives."""
+
+    def __init__(self):
+        self.release = threading.Event()
+
+    def reset_state(self):
+        pass
+
+    def __iter__(self):
+        self.release.wait()
+        return iter(())
+
+
+def test_dead_workers_are_reported_instead_of_a_wait():
+    import multiprocessing
+
+    worker = multiprocessing.get_context("fork").Process(target=os._exit, args=(3,))
+    worker.start()
+    worker.join()
+    dataflow = _SilentDataFlow()
+    batches = tensorpack_loader._WorkerBatches(dataflow, workers=lambda: [worker])
+    with pytest.raises(RuntimeError, match=r"the 1 Tensorpack worker processes ended \(exit codes 3\)"):
+        _within(10, lambda: list(batches()))
+    dataflow.release.set()

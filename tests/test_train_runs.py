@@ -4,6 +4,7 @@ workers on 127.0.0.1, and the command line's one-line errors."""
 import glob
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -86,8 +87,12 @@ def test_killed_run_resumes_at_its_checkpoint_learns_and_exports(tmp_path, digit
     assert checkpoint_value(final, "epoch") == 4
     result = last_eval(second.stdout)
     assert result["images"] == val_images(digits)
-    # Learned in 100 steps: well below chance (0.9 and 0.5); the 15-epoch demo gets to ~0.1.
-    assert result["top1_err"] < 0.7 and result["top5_err"] < 0.35
+    # Learned in 100 steps: well below chance (0.9 and 0.5); the 20-epoch demo gets to ~0.03. With
+    # --seed the run is repeated exactly (file order, augmentation, initialisation), so the result
+    # cannot change between runs here; the bounds sit clear of what other seeds give, as another
+    # machine's rounding may: seeds 0-6 (this test's flow) gave top1 0.60-0.72, top5 0.11-0.23.
+    assert result["top1_err"] < 0.8 and result["top5_err"] < 0.35
+    assert "skipping checkpoint" not in second.stderr  # ckpt-25 was complete: no fallback
     assert os.path.isfile(export_dir / "saved_model.pb")
     # TensorBoard: the training loss fell, and the validation error was logged at the end.
     losses = read_scalars(str(model_dir / "train"), "loss")
@@ -95,7 +100,7 @@ def test_killed_run_resumes_at_its_checkpoint_learns_and_exports(tmp_path, digit
     assert read_scalars(str(model_dir / "eval"), "top1_err")[100] == pytest.approx(result["top1_err"], abs=1e-4)
 
 
-# A small conv net with BN (its statistics are per replica) stands in for the model where the
+# A small conv net with BN (its batch statistics are per replica) stands in for the model where the
 # point is the distribution, not the architecture; the kill/resume test above runs bl-resnet50.
 SCRIPT_HEADER = textwrap.dedent("""
     import json, logging, sys
@@ -157,11 +162,14 @@ MIRRORED = SCRIPT_HEADER + textwrap.dedent("""
         results["step_" + name] = dict(losses=losses, before=before.tolist(), after=after.tolist())
 
     # 2. Whole runs with BN, through the input pipeline: comparable courses; each replica
-    # normalises by its own 16 images and keeps its own moving averages.
+    # normalises by its own 16 images; the moving averages are the replicas' mean, in both copies
+    # and in the checkpoint, so that --eval_only on the checkpoint gives the run's last evaluation.
     for name, strategy in [("one", one_device), ("two", mirrored)]:
         session = training.build(config(f"{root}/{name}", lr=0.2), strategy, model_fn=small)
+        errors = training.train(session)
         moving_mean = session.model.get_layer("bn0").moving_mean.value
-        results[name] = dict(images=training.train(session).images, moving_means=[
+        again = training.run(config(f"{root}/{name}", lr=0.2, eval_only=True), strategy, model_fn=small)
+        results[name] = dict(images=errors.images, end=errors.line(), eval_only=again.line(), moving_means=[
             v.numpy().tolist() for v in strategy.experimental_local_results(moving_mean)])
     print(json.dumps(results))
 """)
@@ -190,8 +198,10 @@ def test_mirrored_over_two_cpus_matches_one_device(tmp_path, digits):
     assert sorted(one) == sorted(two) == list(range(1, 17))
     assert two[1] == pytest.approx(one[1], abs=0.01)  # tiny initial logits: ln(10) up to BN and crops
     assert np.mean(np.abs([two[s] - one[s] for s in one])) < 0.1
-    replica0, replica1 = (np.asarray(m) for m in runs["two"]["moving_means"])
-    assert np.abs(replica0 - replica1).max() > 1e-4  # per replica, as Tensorpack's towers
+    replica0, replica1 = runs["two"]["moving_means"]
+    assert replica0 == replica1
+    for name in ("one", "two"):
+        assert runs[name]["eval_only"] == runs[name]["end"]
 
 
 def free_ports(count: int) -> list:
@@ -261,6 +271,15 @@ def test_bad_input_fails_with_one_line(app, tmp_path, capsys):
     (empty / "val").mkdir()
     a_file = tmp_path / "file"
     a_file.write_text("")
+    mismatch = tmp_path / "mismatch"  # a val class that train lacks; no val/ at all
+    for split, digits in (("train", (0, 1)), ("val", (0, 1, 5))):
+        for digit in digits:
+            shutil.copytree(os.path.join(demo.prepare(), split, f"digit_{digit}"), mismatch / split / f"digit_{digit}")
+    shutil.copytree(mismatch / "train", tmp_path / "no_val" / "train")
+    damaged = tmp_path / "damaged"  # checkpoints, none restorable
+    damaged.mkdir()
+    (damaged / "ckpt-45.index").write_bytes(b"garbage")
+    (damaged / "ckpt-90.data-00000-of-00001").write_bytes(b"garbage")
     cases = [
         (["--data_dir=/no/such/dir"], "error: data_dir '/no/such/dir' does not exist"),
         ([f"--data_dir={empty}"], "error: No images in"),
@@ -271,8 +290,14 @@ def test_bad_input_fails_with_one_line(app, tmp_path, capsys):
         (["--epochs=2", "--warmup_epochs=5"], "error: warmup_epochs must be in [0, epochs=2)"),
         (["--data_format=channels_first", "--gpus=0"], "error: data_format=channels_first needs a GPU"),
         ([f"--model_dir={tmp_path}/none", "--eval_only"], "error: --eval_only: no checkpoint in"),
+        ([f"--data_dir={mismatch}"], "error: The val class digit_5 "),
+        ([f"--data_dir={tmp_path}/no_val"], f"error: {tmp_path}/no_val has no val split"),
+        ([f"--model_dir={damaged}"], f"error: no checkpoint of {damaged} can be restored: {damaged}/ckpt-90 is "
+                                     f"unreadable"),
+        ([f"--model_dir={damaged}", "--start_fresh", "--eval_only"], "error: start_fresh trains from step 0"),
     ]
     for argv, message in cases:
         assert app(*argv) == 1, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert err and err[-1].startswith(message), (argv, err[-1:])
+        assert not any(line.startswith("Traceback") for line in err), argv

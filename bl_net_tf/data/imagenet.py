@@ -43,7 +43,9 @@ def imagenet_dataset(data_dir: str, split: str, batch_size: int, *, loader: str 
         label_offset: subtracted from TFRecord labels; None means 1, for the 1-based
             labels of the TF-slim / Inception converters. Only for TFRecord shards.
         skipped: a :class:`SkippedFiles` to count the unreadable files in; they are
-            logged as warnings either way.
+            logged as warnings, with the reason, either way. Files found by the listing
+            (not regular files, dangling links) are counted when the dataset is made,
+            those found when reading on every pass over them.
         eval_protocol: the shorter side the evaluation images are resized to before the
             centre crop: "official" (256 for 224 and for 256, as the official release;
             size / 0.875 for other sizes), or "fraction" (size / 0.875); see
@@ -76,18 +78,25 @@ def imagenet_dataset(data_dir: str, split: str, batch_size: int, *, loader: str 
     if label_offset is not None and source is not sources.Source.TFRECORD:
         raise ValueError(f"label_offset applies to TFRecord shards only; {data_dir} holds "
                          f"a {source.value}.")
-    if loader == "tensorpack":
-        if source is not sources.Source.FOLDER:
-            raise ValueError(f"loader='tensorpack' reads image folders only; {data_dir} holds "
-                             f"a {source.value}: use loader='tfdata'.")
+    if loader == "tensorpack" and source is not sources.Source.FOLDER:
+        raise ValueError(f"loader='tensorpack' reads image folders only; {data_dir} holds "
+                         f"a {source.value}: use loader='tfdata'.")
+    if source is sources.Source.FOLDER:
         image_list = folder.list_images(data_dir, split, input_context)
-        return tensorpack_loader.images(data_dir, split, image_list, train=train,
-                                        image_size=size, batch_size=batch_size,
-                                        shuffle=shuffle, drop_remainder=drop_remainder,
-                                        skipped=skipped, eval_protocol=eval_protocol)
-    examples = sources.examples(source, data_dir, split, shuffle=shuffle, seed=seed,
-                                input_context=input_context, label_offset=label_offset)
-    return tfdata_loader.images(examples, train=train, image_size=size, batch_size=batch_size,
+        for path, reason in image_list.unreadable:  # found by the listing: named and counted now
+            skipped.add(path, reason)
+        if loader == "tensorpack":
+            return tensorpack_loader.images(image_list, train=train, image_size=size,
+                                            batch_size=batch_size, shuffle=shuffle,
+                                            drop_remainder=drop_remainder, skipped=skipped,
+                                            eval_protocol=eval_protocol)
+        examples = sources.folder_examples(image_list, shuffle=shuffle, seed=seed)
+    else:
+        examples = sources.examples(source, data_dir, split, shuffle=shuffle, seed=seed,
+                                    input_context=input_context, label_offset=label_offset)
+    # The payload of a folder's examples is the file's path: the loader reads it.
+    return tfdata_loader.images(examples, read_files=source is sources.Source.FOLDER, train=train,
+                                image_size=size, batch_size=batch_size,
                                 drop_remainder=drop_remainder, seed=seed,
                                 deterministic=seed is not None or not shuffle, skipped=skipped,
                                 eval_protocol=eval_protocol)

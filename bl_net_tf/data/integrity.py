@@ -30,6 +30,8 @@ EMPTY = "empty file"
 UNKNOWN_FORMAT = "neither a JPEG nor a PNG file"
 JPEG_TRUNCATED = "JPEG without end-of-image marker (truncated?)"
 PNG_TRUNCATED = "PNG without IEND chunk (truncated?)"
+# A file that passes the check but that the decoder still rejects (corrupt data inside).
+CORRUPT = "corrupt image data (the decoder rejects it)"
 
 
 def inspect_bytes(data: bytes) -> tuple:

@@ -10,11 +10,24 @@ Those converters number the classes **1..1000** (0 is reserved for a
 "background" class), so by default 1 is subtracted from the stored label
 (``label_offset=1``). Shards written with 0-based labels need ``label_offset=0``;
 a label below 0 after the offset stops the pipeline with an error saying so.
+
+How many records a split holds and which labels they carry is not written anywhere
+in the shards: :func:`count` reads them once (the labels only) and caches the result
+in a JSON file beside them, or in the user's cache when that folder is read-only,
+keyed by each shard's size and modification time, so that a changed shard is read
+again.
 """
+import dataclasses
 import glob
+import hashlib
+import json
+import logging
 import os
 
+import numpy as np
 import tensorflow as tf
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_LABEL_OFFSET = 1
 # Shard file prefixes for each split; "val-" is accepted for hand-made shards.
@@ -30,6 +43,18 @@ _FEATURES = {
     "image/class/label": tf.io.FixedLenFeature([], tf.int64),
     "image/filename": tf.io.FixedLenFeature([], tf.string, default_value=""),
 }
+
+
+COUNTS_FILE = ".bl_net_tf_record_counts.json"
+_COUNT_BATCH = 8192
+
+
+@dataclasses.dataclass(frozen=True)
+class Counts:
+    """The records of some shards and the range of their stored labels (before any offset)."""
+    records: int
+    min_label: int
+    max_label: int
 
 
 def find_shards(data_dir: str, split: str) -> list:
@@ -75,3 +100,103 @@ def examples(shards: list, *, shuffle: bool, seed, input_context, label_offset: 
         return name, example["image/encoded"], label
 
     return records.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _cache_files(data_dir: str) -> list:
+    """Where the counts of ``data_dir`` are cached: beside the shards, else in the user's cache."""
+    from bl_net_tf.data import demo  # the cache root of the package
+
+    key = hashlib.sha1(os.path.abspath(data_dir).encode()).hexdigest()[:16]
+    return [os.path.join(data_dir, COUNTS_FILE), os.path.join(demo.cache_root(), "record_counts", f"{key}.json")]
+
+
+def _read_cache(data_dir: str) -> dict:
+    for path in _cache_files(data_dir):
+        try:
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            continue
+    return {}
+
+
+def _write_cache(data_dir: str, entries: dict) -> None:
+    for path in _cache_files(data_dir):
+        temporary = f"{path}.{os.getpid()}.tmp"
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(temporary, "w", encoding="utf-8") as f:
+                json.dump(entries, f, indent=0, sort_keys=True)
+            os.replace(temporary, path)
+            return
+        except OSError:  # a read-only data folder: the next place
+            try:
+                os.remove(temporary)
+            except OSError:
+                pass
+    logger.warning("cannot cache the record counts of %s (no writable place)", data_dir)
+
+
+def _signature(path: str) -> list:
+    stat = os.stat(path)
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _count_shards(shards: list) -> dict:
+    """Reads the labels of ``shards``: ``{shard: [records, min label, max label]}``.
+
+    Raises:
+      ValueError: a shard cannot be read (named).
+    """
+    paths = tf.data.Dataset.from_tensor_slices((tf.range(len(shards)), shards))
+    labels = paths.interleave(
+        lambda index, path: tf.data.TFRecordDataset(path).map(lambda record: (index, record)),
+        cycle_length=INTERLEAVE_CYCLE, num_parallel_calls=tf.data.AUTOTUNE)
+    labels = labels.batch(_COUNT_BATCH).map(
+        lambda index, records: (index, tf.io.parse_example(
+            records, {"image/class/label": _FEATURES["image/class/label"]})["image/class/label"]),
+        num_parallel_calls=tf.data.AUTOTUNE)
+    records = np.zeros(len(shards), np.int64)
+    lowest = np.full(len(shards), np.iinfo(np.int64).max)
+    highest = np.full(len(shards), np.iinfo(np.int64).min)
+    try:
+        for index, label in labels:
+            index, label = index.numpy(), label.numpy()
+            np.add.at(records, index, 1)
+            np.minimum.at(lowest, index, label)
+            np.maximum.at(highest, index, label)
+    except tf.errors.OpError:
+        for shard in shards:  # rare: find the one to name
+            try:
+                for _ in tf.data.TFRecordDataset(shard):
+                    pass
+            except tf.errors.OpError as error:
+                raise ValueError(f"TFRecord shard {shard} cannot be read: "
+                                 f"{(error.message or str(error)).splitlines()[0]}") from None
+        raise
+    return {shard: [int(n), int(lo), int(hi)] for shard, n, lo, hi in zip(shards, records, lowest, highest)}
+
+
+def count(data_dir: str, shards: list) -> Counts:
+    """The records of ``shards`` (in ``data_dir``) and their label range, read once and cached.
+
+    Raises:
+      ValueError: a shard cannot be read, or holds no record.
+    """
+    cache = _read_cache(data_dir)
+    signatures = {shard: _signature(shard) for shard in shards}
+    known = {shard: cache[os.path.basename(shard)]["counts"] for shard in shards
+             if cache.get(os.path.basename(shard), {}).get("signature") == signatures[shard]}
+    missing = [shard for shard in shards if shard not in known]
+    if missing:
+        logger.info("counting the records of %d TFRecord shard(s) in %s (once; cached)", len(missing), data_dir)
+        known.update(_count_shards(missing))
+        cache.update({os.path.basename(shard): {"signature": signatures[shard], "counts": known[shard]}
+                      for shard in missing})
+        _write_cache(data_dir, cache)
+    empty = [shard for shard in shards if known[shard][0] == 0]
+    if empty:
+        raise ValueError(f"TFRecord shard {empty[0]} holds no record"
+                         + (f" ({len(empty) - 1} more shards are empty)" if len(empty) > 1 else ""))
+    return Counts(sum(known[s][0] for s in shards), min(known[s][1] for s in shards),
+                  max(known[s][2] for s in shards))

@@ -1,9 +1,16 @@
 """Naming and counting the image files a loader had to skip."""
 import logging
 import multiprocessing
+import os
 import threading
 
 logger = logging.getLogger(__name__)
+
+
+def display_name(name) -> str:
+    """A file name (str or bytes) for messages: bytes that are not UTF-8 as ``\\xNN``, so that any
+    name can be logged and read."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 class SkippedFiles:
@@ -20,9 +27,11 @@ class SkippedFiles:
         self._names_lock = threading.Lock()
         self._names = []
 
-    def add(self, name: str, reason: str) -> None:
-        """Logs ``name`` as skipped for ``reason`` and counts it."""
-        logger.warning("Skipping image %s: %s", name, reason)
+    def add(self, name, reason: str) -> None:
+        """Logs ``name`` (a path as str or bytes) as skipped for ``reason`` and counts it."""
+        if isinstance(name, bytes):
+            name = os.fsdecode(name)
+        logger.warning("Skipping image %s: %s", display_name(name), reason)
         with self._count.get_lock():
             self._count.value += 1
         with self._names_lock:
@@ -44,6 +53,7 @@ class SkippedFiles:
 
     @property
     def names(self) -> list:
-        """The files skipped in this process, in the order they were met."""
+        """The files skipped in this process, in the order they were met, as ``str`` (a name that is
+        not UTF-8 as ``os.fsdecode`` gives it: ``os.fsencode`` returns the file's bytes)."""
         with self._names_lock:
             return list(self._names)

@@ -40,27 +40,25 @@ def detect(data_dir: str) -> Source:
     return source
 
 
-def _folder_examples(data_dir, split, *, shuffle, seed, input_context):
-    images = folder.list_images(data_dir, split, input_context)
-    files = tf.data.Dataset.from_tensor_slices(
-        (tf.constant(images.paths), tf.constant(images.labels, tf.int32)))
+def folder_examples(images: folder.ImageList, *, shuffle: bool, seed) -> tf.data.Dataset:
+    """A dataset of ``(path, path, int32 label)`` for the listed images of a folder: the payload
+    is the path, the loader reads the file (see :func:`examples`)."""
+    paths = tf.constant(images.paths, tf.string)  # bytes: any file name
+    files = tf.data.Dataset.from_tensor_slices((paths, paths, tf.constant(images.labels, tf.int32)))
     if shuffle:
         # File names are small: shuffle all of them, before any image is read.
         files = files.shuffle(len(images.paths), seed=seed, reshuffle_each_iteration=True)
-    return files.map(lambda path, label: (path, tf.io.read_file(path), label),
-                     num_parallel_calls=tf.data.AUTOTUNE)
+    return files
 
 
 def examples(source: Source, data_dir: str, split: str, *, shuffle: bool, seed,
              input_context, label_offset) -> tf.data.Dataset:
-    """A dataset of ``(name, encoded image, int32 label)`` for ``split`` ("train"/"val").
+    """A dataset of ``(name, encoded image, int32 label)`` for ``split`` ("train"/"val") of a
+    TFDS or TFRecord source (image folders: :func:`folder_examples`).
 
-    ``name`` identifies the image in warnings. ``label_offset`` (None for the
-    source's default) is subtracted from TFRecord labels.
+    ``name`` identifies the image in warnings. ``label_offset`` (None for the source's
+    default) is subtracted from TFRecord labels.
     """
-    if source is Source.FOLDER:
-        return _folder_examples(data_dir, split, shuffle=shuffle, seed=seed,
-                                input_context=input_context)
     if source is Source.TFDS:
         return tfds_source.examples(tfds_source.find_prepared(data_dir), split, shuffle=shuffle,
                                     seed=seed, input_context=input_context)

@@ -1,7 +1,8 @@
 """The Tensorpack DataFlow loader: the paper's own input pipeline, wrapped in tf.data.
 
-As Tensorpack's ``examples/ImageNetModels/imagenet_utils.py``: ``ILSVRC12Files``
-lists the images, each is decoded with OpenCV (BGR), ``AugmentImageComponent``
+As Tensorpack's ``examples/ImageNetModels/imagenet_utils.py`` (whose ``ILSVRC12Files``
+is a ``DataFromList`` of the listed files, used here directly on ``folder.py``'s
+list), each image is decoded with OpenCV (BGR), ``AugmentImageComponent``
 applies ``fbresnet_augmentor`` (built here from ``recipe.py``), training runs in
 ``MultiProcessRunnerZMQ`` worker processes, and ``BatchData`` batches. The batches
 are turned to RGB and served by ``tf.data.Dataset.from_generator`` with an explicit
@@ -12,16 +13,15 @@ folder layout is read; in training every worker process shuffles the whole list 
 its own, so an "epoch" is ``len(list)`` images drawn from the workers' streams
 rather than each image exactly once, and ``seed`` does not make it reproducible.
 The training workers are forked when the dataset is created and end with the
-process (or with the thread that created the dataset). ``ILSVRCMeta`` would
-download Caffe's metadata when it finds none, so the lists it needs are written
-to a temporary directory here instead.
+process (or with the thread that created the dataset). The batches are handed over
+through queues with timeouts: a DataFlow that ends (its workers terminated) ends
+the epoch instead of leaving the trainer waiting.
 """
 import atexit
 import ctypes
 import os
 import queue
 import signal
-import tempfile
 import threading
 
 import numpy as np
@@ -30,6 +30,9 @@ import tensorflow as tf
 from bl_net_tf.data import integrity, recipe
 from bl_net_tf.data.folder import ImageList
 from bl_net_tf.data.skipped import SkippedFiles
+
+# How long the consumer waits for a batch before it checks that the producing thread still runs.
+_POLL_SECONDS = 1.0
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
@@ -115,25 +118,9 @@ class DecodeBGR:
         if problem != integrity.EMPTY:
             image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         if image is None:
-            self.skipped.add(path, problem or "cannot be decoded")
+            self.skipped.add(path, problem or integrity.CORRUPT)
             return None
         return [image, label]
-
-
-def _image_files(data_dir: str, split: str, images: ImageList, shuffle: bool):
-    """``ILSVRC12Files`` over ``images``, from metadata written to a temporary directory."""
-    from tensorpack.dataflow import dataset
-
-    split_dir = os.path.join(data_dir, split)
-    with tempfile.TemporaryDirectory(prefix="bl_net_tf_ilsvrc_meta_") as meta_dir:
-        with open(os.path.join(meta_dir, "synsets.txt"), "w", encoding="utf-8") as f:
-            f.writelines(f"{name}\n" for name in images.class_names)
-        with open(os.path.join(meta_dir, f"{split}.txt"), "w", encoding="utf-8") as f:
-            f.writelines(f"{os.path.relpath(path, split_dir)} {label}\n"
-                         for path, label in zip(images.paths, images.labels))
-        # "original": the listed names are already relative to the split folder.
-        return dataset.ILSVRC12Files(data_dir, split, meta_dir=meta_dir, shuffle=shuffle,
-                                     dir_structure="original")
 
 
 def _rgb_batches(dataflow):
@@ -163,13 +150,18 @@ class _WorkerBatches:
     hands them over a bounded queue, because tf.data calls a generator from varying
     threads while a ZMQ socket must be used by one thread at a time. Each call
     yields ``len(dataflow)`` batches of the workers' endless stream.
+
+    The consumer waits in slices of :data:`_POLL_SECONDS`: when the producing thread
+    has ended the epoch ends; when every worker process (``workers()``, a list of
+    ``multiprocessing.Process``) has died, no batch can come, and it says so.
     """
 
     _END = object()
 
-    def __init__(self, dataflow, queue_size: int = 4):
+    def __init__(self, dataflow, queue_size: int = 4, workers=list):
         self.dataflow = dataflow
         self.dataflow.reset_state()
+        self.workers = workers()
         self.queue = queue.Queue(queue_size)
         self.stopping = threading.Event()
         self.thread = None
@@ -197,8 +189,8 @@ class _WorkerBatches:
                         return
                 if not self._put(self._END):
                     return
-        except DataFlowTerminated:  # the workers were ended
-            return
+        except DataFlowTerminated:  # the workers were ended: no more batches, this epoch ends
+            self._put(self._END)
         except Exception as error:  # handed to the consumer, which raises it
             self._put(error)
 
@@ -214,7 +206,16 @@ class _WorkerBatches:
                                            name="tensorpack-dataflow")
             self.thread.start()
         while True:
-            item = self.queue.get()
+            try:
+                item = self.queue.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                if not self.thread.is_alive():
+                    return  # the producer ended without a word (it was stopped): so does the epoch
+                if self.workers and not any(worker.is_alive() for worker in self.workers):
+                    codes = ", ".join(str(worker.exitcode) for worker in self.workers)
+                    raise RuntimeError(f"the {len(self.workers)} Tensorpack worker processes ended (exit codes "
+                                       f"{codes}) and no batch can come; see their messages above")
+                continue
             if item is self._END:
                 return
             if isinstance(item, Exception):
@@ -222,21 +223,24 @@ class _WorkerBatches:
             yield item
 
 
-def images(data_dir: str, split: str, image_list: ImageList, *, train: bool, image_size: int,
-           batch_size: int, shuffle: bool, drop_remainder: bool, skipped: SkippedFiles,
+def images(image_list: ImageList, *, train: bool, image_size: int, batch_size: int, shuffle: bool,
+           drop_remainder: bool, skipped: SkippedFiles,
            eval_protocol: str = recipe.DEFAULT_EVAL_PROTOCOL) -> tf.data.Dataset:
     """Batches ``(uint8 [B, S, S, 3] RGB, int32 [B])`` of ``image_list`` through Tensorpack."""
-    from tensorpack.dataflow import AugmentImageComponent, BatchData, MapData
+    from tensorpack.dataflow import AugmentImageComponent, BatchData, DataFromList, MapData
     from tensorpack.dataflow import MultiProcessRunnerZMQ
 
-    flow = MapData(_image_files(data_dir, split, image_list, shuffle), DecodeBGR(skipped))
+    files = DataFromList(list(zip(image_list.paths, image_list.labels)), shuffle=shuffle)
+    flow = MapData(files, DecodeBGR(skipped))
     flow = AugmentImageComponent(flow, fbresnet_augmentors(train, image_size, eval_protocol), copy=False)
     # Without shuffling, every worker would send the same images in the same order.
-    in_workers = train and shuffle
-    if in_workers:
-        flow = MultiProcessRunnerZMQ(flow, num_proc=len(os.sched_getaffinity(0)))
-    flow = BatchData(flow, batch_size, remainder=not drop_remainder)
-    batches = _WorkerBatches(flow) if in_workers else _InProcessBatches(flow)
+    if train and shuffle:
+        runner = MultiProcessRunnerZMQ(flow, num_proc=len(os.sched_getaffinity(0)))
+        # runner._procs: its worker processes, started when _WorkerBatches resets the flow.
+        batches = _WorkerBatches(BatchData(runner, batch_size, remainder=not drop_remainder),
+                                 workers=lambda: runner._procs)
+    else:
+        batches = _InProcessBatches(BatchData(flow, batch_size, remainder=not drop_remainder))
     batch = batch_size if drop_remainder else None
     signature = (tf.TensorSpec([batch, image_size, image_size, 3], tf.uint8),
                  tf.TensorSpec([batch], tf.int32))

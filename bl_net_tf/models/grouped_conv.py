@@ -6,7 +6,10 @@ without XLA"), and XLA's CPU grouped convolution is slow: about 2 GFLOP/s for Re
 groups on a 2-core Xeon, against about 200 GFLOP/s for a dense 3x3. TensorFlow's oneDNN CPU kernels
 (on by default on x86 Linux) compute grouped convolutions and their gradients natively: over
 bL-ResNeXt-50's grouped convs, 12x XLA's speed forward and over 100x for a training step (XLA's CPU
-backward is slower still); without oneDNN the plain CPU kernels have no grouped gradient at all.
+backward is slower still). oneDNN has no float16 kernels: float16 convolutions run on the plain CPU
+kernels, which (like every CPU kernel without oneDNN) have no grouped gradient at all: they raise
+"Gradients for grouped convolutions are not supported on CPU", or, inside a graph, "filter_size
+does not have enough elements".
 
 :class:`Conv2D` here is a ``keras.layers.Conv2D`` with the same ``build``, so the same variable
 (``kernel``, shape ``(kh, kw, in/groups, out)``), the same layer name and the same parameter count:
@@ -20,8 +23,10 @@ converted ResNeXt checkpoint. Only the convolution op differs, chosen when the l
   ``split``  one dense convolution per group, concatenated: runs on any CPU kernel (the fallback
              where the CPU has no grouped gradient).
   ``keras``  Keras's own op (XLA-compiled on the TF backend), kept for reference and benchmarks.
-  ``auto``   ``fused`` where a GPU is visible or the CPU kernels run grouped gradients (probed once
-             per process), ``split`` otherwise.
+  ``auto``   ``fused`` where a GPU is visible, inside an XLA compilation (XLA compiles a grouped
+             convolution natively in every dtype, on a GPU as on the CPU: the GPU's graph) or where
+             the CPU kernels run grouped gradients in the input's dtype (probed once per dtype and
+             process: float32 and bfloat16 with oneDNN, never float16); ``split`` otherwise.
 
 ``docs/benchmarks.md`` has the measurements behind the choice.
 """
@@ -36,17 +41,18 @@ IMPLEMENTATIONS = ("auto", "fused", "split", "keras")
 
 
 @functools.lru_cache(maxsize=None)
-def cpu_runs_grouped_conv() -> bool:
-    """Whether TensorFlow's CPU kernels compute a grouped convolution and both its gradients, in both
-    data formats (oneDNN builds do; the plain Eigen kernels raise "Gradients for grouped convolutions
-    are not supported on CPU"). Probed once on a tiny input, outside any graph being traced."""
+def cpu_runs_grouped_conv(dtype: str = "float32") -> bool:
+    """Whether TensorFlow's CPU kernels compute a grouped convolution and both its gradients in
+    ``dtype``, in both data formats (oneDNN builds do in float32 and bfloat16; the plain Eigen kernels,
+    which also run every float16 convolution, raise "Gradients for grouped convolutions are not
+    supported on CPU"). Probed once per dtype on a tiny input, outside any graph being traced."""
     import tensorflow as tf
 
     with tf.init_scope(), tf.device("/CPU:0"):
         try:
             for data_format, x_shape in (("NHWC", (1, 4, 4, 4)), ("NCHW", (1, 4, 4, 4))):
-                x = tf.ones(x_shape)
-                w = tf.ones((3, 3, 2, 4))
+                x = tf.ones(x_shape, dtype)
+                w = tf.ones((3, 3, 2, 4), dtype)
                 with tf.GradientTape() as tape:
                     tape.watch([x, w])
                     y = tf.nn.conv2d(x, w, 1, "SAME", data_format=data_format)
@@ -56,8 +62,21 @@ def cpu_runs_grouped_conv() -> bool:
     return True
 
 
-def resolve_implementation(implementation: str = "auto") -> str:
-    """``implementation`` with ``auto`` replaced by the best one for this process's devices."""
+def in_xla_compilation() -> bool:
+    """Whether the graph being traced is compiled by XLA (inside a ``tf.function(jit_compile=True)``).
+
+    TensorFlow has no public test for this; its own gradient code (array_grad.py, cond_v2.py) asks
+    ``control_flow_util.GraphOrParentsInXlaContext``, and so does this.
+    """
+    import tensorflow as tf
+    from tensorflow.python.ops import control_flow_util
+
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def resolve_implementation(implementation: str = "auto", dtype: str = "float32") -> str:
+    """``implementation`` with ``auto`` replaced by the best one for this process's devices, the
+    graph being traced (XLA or not) and the convolution's ``dtype``."""
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"unknown grouped-conv implementation {implementation!r}; allowed: "
                          f"{', '.join(IMPLEMENTATIONS)}")
@@ -67,7 +86,7 @@ def resolve_implementation(implementation: str = "auto") -> str:
         return "keras"
     import tensorflow as tf
 
-    if tf.config.list_logical_devices("GPU") or cpu_runs_grouped_conv():
+    if tf.config.list_logical_devices("GPU") or in_xla_compilation() or cpu_runs_grouped_conv(dtype):
         return "fused"
     return "split"
 
@@ -89,7 +108,7 @@ class Conv2D(layers.Conv2D):
         self.implementation = implementation
 
     def convolution_op(self, inputs, kernel):
-        implementation = resolve_implementation(self.implementation)
+        implementation = resolve_implementation(self.implementation, keras.backend.standardize_dtype(inputs.dtype))
         if implementation == "keras" or self.groups == 1:
             return super().convolution_op(inputs, kernel)
         import tensorflow as tf

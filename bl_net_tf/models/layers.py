@@ -24,9 +24,18 @@ BN_EPSILON = 1e-5
 IMAGENET_MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
+# The dtype of the layers that make the logits. Under a mixed policy (mixed_float16/bfloat16) the rest
+# of a network computes in 16 bits; the logits, the softmax and the loss stay float32 (Micikevicius et
+# al. 2018; Keras's mixed-precision guide): a 1000-way (speech: 32,000-way) softmax in float16 loses
+# the small probabilities, and the FC layer is a negligible share of the FLOPs.
+LOGITS_DTYPE = "float32"
+
 # He-normal over fan-out, as the official release (kaiming_normal_, mode="fan_out") and
-# tensorpack's variance_scaling_initializer(2.0, mode="fan_out") do.
-CONV_INIT = keras.initializers.VarianceScaling(scale=2.0, mode="fan_out", distribution="untruncated_normal")
+# tensorpack's variance_scaling_initializer(2.0, mode="fan_out") do. A config, not an instance: each
+# layer then gets its own initializer, seeded when the layer is made (after --seed); one shared
+# instance draws its seed at import and gives every kernel of a shape the same values.
+CONV_INIT = {"class_name": "VarianceScaling",
+             "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,13 +167,18 @@ class ResizeLike(layers.Layer):
 
         if self.data_format == "channels_first":
             x = tf.transpose(x, [0, 2, 3, 1])
-        size = tf.shape(like)[h_axis:w_axis + 1]
+        # A static size gives the output a static shape, which grappler needs to fuse the merge's
+        # addition into the little branch's convolution (the shapes must match symbolically).
+        size = out_hw if None not in out_hw else tf.shape(like)[h_axis:w_axis + 1]
         if self.method == "nearest":
             y = tf.raw_ops.ResizeNearestNeighbor(images=x, size=size, align_corners=False,
                                                  half_pixel_centers=False)
         else:
-            y = tf.image.resize(x, size, method="bilinear")
-        y = tf.cast(y, x.dtype)
+            # ResizeBilinear returns float32 whatever it is given, and XLA's kernel for its gradient
+            # then returns float32 into a float16/bfloat16 graph, which XLA refuses ("Seen floating
+            # point types of different precisions"). Resized in float32 explicitly, both directions
+            # stay consistent; the output is back in the input's (compute) dtype.
+            y = tf.cast(tf.image.resize(tf.cast(x, "float32"), size, method="bilinear"), x.dtype)
         if self.data_format == "channels_first":
             y = tf.transpose(y, [0, 3, 1, 2])
         return y
@@ -183,13 +197,14 @@ class ResizeLike(layers.Layer):
 @keras.saving.register_keras_serializable(package="bl_net_tf")
 class ImageNetNormalization(layers.Layer):
     """Maps RGB images in [0, 255] (uint8 or float, NHWC) to ImageNet-normalised floats on the device,
-    as tensorpack's ImageNetModel did inside its graph."""
+    as tensorpack's ImageNetModel did inside its graph. Computed in float32 and then cast to the
+    compute dtype: in bfloat16 the mean 123.675 alone would round to 124."""
 
     def call(self, images):
-        x = ops.cast(images, self.compute_dtype)
-        mean = ops.convert_to_tensor(IMAGENET_MEAN_RGB, dtype=self.compute_dtype)
-        std = ops.convert_to_tensor(IMAGENET_STD_RGB, dtype=self.compute_dtype)
-        return (x - mean) / std
+        x = ops.cast(images, "float32")
+        mean = ops.convert_to_tensor(IMAGENET_MEAN_RGB, dtype="float32")
+        std = ops.convert_to_tensor(IMAGENET_STD_RGB, dtype="float32")
+        return ops.cast((x - mean) / std, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape

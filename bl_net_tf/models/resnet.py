@@ -24,7 +24,7 @@ from keras import layers
 from bl_net_tf.constants import MIN_INPUT_SIZE  # noqa: F401  (export.py imports it from here)
 from bl_net_tf.models.big_little import Unmerged, bl_module, stem_module, three_branch_module
 from bl_net_tf.models.blocks import EXPANSION, stack
-from bl_net_tf.models.layers import LayerContext, conv_bn
+from bl_net_tf.models.layers import LOGITS_DTYPE, LayerContext, conv_bn
 from bl_net_tf.models.registry import ArchSpec
 
 STEM_CHANNELS = 64
@@ -145,7 +145,8 @@ def _three_branch_stages(spec: ArchSpec, ctx: LayerContext, x, *, bl: BigLittleO
 
 
 def classifier_head(ctx: LayerContext, x, num_classes: int):
-    """Global average pooling and a linear layer to logits (tensorpack's N(0, 0.01) FC init)."""
+    """Global average pooling and a linear layer to logits (tensorpack's N(0, 0.01) FC init). The
+    pooling runs in the compute dtype, the FC layer and the logits in float32 (``LOGITS_DTYPE``)."""
     x = layers.GlobalAveragePooling2D(data_format=ctx.data_format, name="head_pool")(x)
     return layers.Dense(num_classes, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
-                        name="head_fc")(x)
+                        dtype=LOGITS_DTYPE, name="head_fc")(x)

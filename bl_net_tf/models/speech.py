@@ -41,7 +41,7 @@ import dataclasses
 from keras import layers
 
 from bl_net_tf import constants
-from bl_net_tf.models.layers import CONV_INIT, LayerContext, ResizeLike, batch_norm
+from bl_net_tf.models.layers import CONV_INIT, LOGITS_DTYPE, LayerContext, ResizeLike, batch_norm
 from bl_net_tf.models.registry import ArchSpec
 
 # (mel bins, frames, log-mel/delta/delta-delta), NHWC
@@ -240,17 +240,19 @@ def build_speech_layout(ctx: LayerContext, inputs, layout: tuple, *, merge: str 
 
 def speech_head(ctx: LayerContext, x, num_classes: int, channels: int = HEAD_CHANNELS):
     """4x1 conv + BN + ReLU to 512, a 1x1 conv to the logits; [batch, classes] when one frame is
-    left, else [batch, frames, classes]."""
+    left, else [batch, frames, classes]. The 1x1 conv and what follows it run in float32
+    (``LOGITS_DTYPE``; a layer casts its input to its own dtype, so all of them are set)."""
     x = freq_conv(ctx, x, channels, (HEAD_BINS, 1), pad=False, name="head_conv")
     x = batch_norm(ctx, x, name="head_bn")
     x = layers.ReLU(name="head_relu")(x)
-    x = layers.Conv2D(num_classes, 1, use_bias=True, data_format=ctx.data_format, name="head_fc")(x)
+    x = layers.Conv2D(num_classes, 1, use_bias=True, data_format=ctx.data_format, dtype=LOGITS_DTYPE,
+                      name="head_fc")(x)
     if ctx.data_format == "channels_first":
-        x = layers.Permute((2, 3, 1), name="head_to_channels_last")(x)
+        x = layers.Permute((2, 3, 1), dtype=LOGITS_DTYPE, name="head_to_channels_last")(x)
     frames = x.shape[2]
     if frames == 1:
-        return layers.Reshape((num_classes,), name="logits")(x)
-    return layers.Reshape((-1, num_classes), name="logits")(x)
+        return layers.Reshape((num_classes,), dtype=LOGITS_DTYPE, name="logits")(x)
+    return layers.Reshape((-1, num_classes), dtype=LOGITS_DTYPE, name="logits")(x)
 
 
 def layout_for(spec: ArchSpec, alpha: int, beta: int) -> tuple:

@@ -18,6 +18,7 @@ import keras
 import tensorflow as tf
 
 from bl_net_tf.models.layers import ImageNetNormalization
+from bl_net_tf.serving.fold import fold_batch_norm
 from bl_net_tf.serving.layout import channels_last_copy
 from bl_net_tf.data import recipe
 from bl_net_tf.serving.preprocess import ServingLimits, check_batch, decode_batch
@@ -25,11 +26,11 @@ from bl_net_tf.serving.preprocess import ServingLimits, check_batch, decode_batc
 TOP_K = 5
 
 
-def serving_network(model: keras.Model, image_size: int) -> keras.Model:
-    """A channels_last float32 copy of ``model`` that takes RGB images in [0, 255] of
-    ``image_size`` and returns logits: the ImageNet normalisation is added unless ``model``
-    already has it (``include_preprocessing=True``)."""
-    network = channels_last_copy(model, image_size)
+def serving_network(model: keras.Model, image_size: int, precision: str = "float32") -> keras.Model:
+    """A channels_last copy of ``model`` in ``precision``, BatchNorm folded into the convolutions
+    (fold.py), that takes RGB images in [0, 255] of ``image_size`` and returns logits: the ImageNet
+    normalisation is added unless ``model`` already has it (``include_preprocessing=True``)."""
+    network = fold_batch_norm(channels_last_copy(model, image_size), precision=precision)
     if len(network.outputs) != 1 or len(network.outputs[0].shape) != 2:
         raise ValueError("export needs a classifier with one [batch, classes] output "
                          "(features_only models cannot be exported)")

@@ -3,8 +3,16 @@
 Saved at the end of every epoch and every ``checkpoint_minutes``. ``tf.train.CheckpointManager``
 writes the data shards in a ``ckpt-N_temp/`` folder, renames them into place, writes the index,
 and only then rewrites the ``checkpoint`` state file, atomically (temp file + rename); old
-checkpoints are deleted after that. Restoring reads the state file, so a process killed at any
-moment resumes from a complete checkpoint: the one before, if the kill hit a save.
+checkpoints are deleted after that.
+
+Restoring does not rely on the state file: the checkpoints are found by their files
+(``ckpt-N.index``, ``ckpt-N.data-*``) and tried newest first. One that cannot be read (a data file
+truncated or lost when a node died, a half-written index) or that belongs to another model is
+logged with the reason and skipped; the run resumes from the newest one that restores completely
+(TensorFlow checks every tensor's CRC32C as it reads it). When checkpoints exist and none restores,
+the run stops rather than start over on top of them, unless ``start_fresh`` moves them aside first.
+An unreadable state file is moved aside and rewritten from the files, so that the manager keeps
+deleting the oldest checkpoints.
 
 The model's variables are saved by their path (``stage2_big_block1_conv1/kernel``), not by the
 position of their layer: a channels_first run (its model has one more, weightless, layer) resumes as
@@ -18,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import socket
 import time
@@ -28,6 +37,16 @@ import tensorflow as tf
 logger = logging.getLogger(__name__)
 
 MAX_TO_KEEP = 3
+PREFIX = "ckpt"  # tf.train.CheckpointManager's default checkpoint_name
+STATE_FILE = "checkpoint"
+# ckpt-N.index and ckpt-N.data-00000-of-00001: the files of checkpoint N (not ckpt-N_temp/).
+_CHECKPOINT_FILE = re.compile(rf"^{PREFIX}-(\d+)\.(index|data-\d+-of-\d+)$")
+_TEMP_FOLDER = re.compile(rf"^{PREFIX}-\d+_temp$")  # the shards of a save in progress
+# Errors of reading a checkpoint's files, and of a checkpoint whose variables are not this model's.
+_UNREADABLE = (IndexError, tf.errors.OpError)
+_MISMATCHED = (AssertionError, ValueError)
+_CHOICES = ("use another --model_dir, or pass --start_fresh to move them into a previous-<time>/ folder and train "
+            "from step 0")
 
 
 def model_weights(model) -> tf.train.Checkpoint:
@@ -44,9 +63,61 @@ def restore_model_weights(model, path: str) -> None:
     """
     try:
         tf.train.Checkpoint(model=model_weights(model)).restore(path).expect_partial().assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"cannot load the weights of checkpoint {path} into {model.name}: {reason}") from None
+    except _MISMATCHED + _UNREADABLE as error:
+        raise ValueError(f"cannot load the weights of checkpoint {path} into {model.name}: {_first_line(error)}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of an error, without TF's ``{{function_node ...}}`` prefix."""
+    message = getattr(error, "message", None) or str(error)
+    message = re.sub(r"^\{\{[^}]*\}\}\s*", "", message.strip())
+    return (message.splitlines() or [type(error).__name__])[0]
+
+
+def find_checkpoints(model_dir: str) -> list:
+    """The checkpoints of ``model_dir`` by their files, newest (highest step) first.
+
+    A checkpoint counts as soon as one of its files is there (an index without its data, or the
+    other way round, is a damaged checkpoint, not none). The ``checkpoint`` state file is not read.
+    """
+    try:
+        names = tf.io.gfile.listdir(model_dir)
+    except tf.errors.NotFoundError:
+        return []
+    steps = {int(match.group(1)) for match in map(_CHECKPOINT_FILE.match, names) if match}
+    return [os.path.join(model_dir, f"{PREFIX}-{step}") for step in sorted(steps, reverse=True)]
+
+
+def _read_state_file(model_dir: str) -> tuple:
+    """``(names of the checkpoints the state file lists, why it cannot be read)``; ``([], None)``
+    without a state file."""
+    if not tf.io.gfile.exists(os.path.join(model_dir, STATE_FILE)):
+        return [], None
+    try:
+        state = tf.train.get_checkpoint_state(model_dir)  # None (and a TF warning) on a parse error
+    except (ValueError, tf.errors.OpError) as error:  # UnicodeDecodeError is a ValueError
+        return [], _first_line(error)
+    if state is None:
+        return [], "it does not parse as a checkpoint state"
+    return [os.path.basename(path) for path in state.all_model_checkpoint_paths], None
+
+
+def _write_state_file(model_dir: str, latest: str, others: list) -> None:
+    """Writes a ``checkpoint`` state file naming ``latest`` and ``others`` (oldest first), atomically.
+
+    With timestamps after ``last_preserved_timestamp``, as the manager writes them: it then counts
+    these checkpoints among the ``MAX_TO_KEEP`` and deletes the oldest (without, it keeps them all).
+    """
+    paths = others + [latest]
+    now = time.time()
+    lines = [f'model_checkpoint_path: "{os.path.basename(latest)}"']
+    lines += [f'all_model_checkpoint_paths: "{os.path.basename(path)}"' for path in paths]
+    lines += [f"all_model_checkpoint_timestamps: {now - len(paths) + i}" for i in range(len(paths))]
+    lines.append(f"last_preserved_timestamp: {now - len(paths) - 1}")
+    temporary = os.path.join(model_dir, f".{STATE_FILE}-{os.getpid()}.tmp")
+    with tf.io.gfile.GFile(temporary, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    tf.io.gfile.rename(temporary, os.path.join(model_dir, STATE_FILE), overwrite=True)
 
 
 def check_writable(directory: str, label: str = "model_dir") -> None:
@@ -68,7 +139,7 @@ def check_writable(directory: str, label: str = "model_dir") -> None:
 
 
 class Checkpointer:
-    """Restores the latest checkpoint of ``model_dir`` and saves new ones, by epoch and by time.
+    """Restores the newest restorable checkpoint of ``model_dir`` and saves new ones, by epoch and by time.
 
     Args:
       model_dir: where checkpoints live.
@@ -88,33 +159,84 @@ class Checkpointer:
         self.minutes = minutes
         self._write_dir = model_dir if is_chief else os.path.join(model_dir, f".worker{worker_index}")
         self.checkpoint = tf.train.Checkpoint(step=step, model=model_weights(model), **objects)
-        self._manager = tf.train.CheckpointManager(self.checkpoint, self._write_dir, max_to_keep=MAX_TO_KEEP)
+        self._manager = None  # made at the first save: it reads the state file that restore() may repair
         self._last_save = time.monotonic()
 
     @property
     def latest(self) -> Optional[str]:
-        """The newest complete checkpoint of ``model_dir``, or None."""
-        return tf.train.latest_checkpoint(self.model_dir)
+        """The newest checkpoint of ``model_dir`` by its files (not necessarily intact), or None."""
+        found = find_checkpoints(self.model_dir)
+        return found[0] if found else None
 
-    def restore_latest(self) -> Optional[str]:
-        """Restores the newest checkpoint, if any; returns its path.
+    def restore(self, start_fresh: bool = False) -> Optional[str]:
+        """Restores the newest checkpoint that restores completely; returns its path (None: none exist).
+
+        Each checkpoint skipped on the way is logged with the reason. ``start_fresh``: restore
+        nothing and (the chief) move the checkpoints of ``model_dir`` into a ``previous-<time>/``
+        folder beside them, so that the new run's checkpoints do not mix with them.
 
         Raises:
-          ValueError: the checkpoint was written by another model or configuration.
+          ValueError: checkpoints exist and none of them can be restored (one line naming each and
+            why: unreadable, or written by another model or configuration), or a state file is there
+            but no checkpoint file.
         """
-        path = self.latest
-        if path is None:
+        if start_fresh:
+            if self.is_chief:
+                self._set_aside()
             return None
-        try:
-            # The optimizer's slots exist already (built before), so every object restores now and
-            # all of them must be in the checkpoint: another --arch in the same model_dir fails
-            # here instead of training from a partial restore.
-            self.checkpoint.restore(path).assert_existing_objects_matched()
-        except (AssertionError, ValueError, tf.errors.OpError) as error:
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise ValueError(f"the checkpoint {path} does not match this model and configuration ({reason}); "
-                             f"use another --model_dir") from None
-        return path
+        found = find_checkpoints(self.model_dir)
+        listed, state_problem = _read_state_file(self.model_dir)
+        if state_problem is not None:
+            logger.warning("the checkpoint state file of %s cannot be read (%s); finding the checkpoints by "
+                           "their files", self.model_dir, state_problem)
+        if not found:
+            if tf.io.gfile.exists(os.path.join(self.model_dir, STATE_FILE)):  # they were there once
+                raise ValueError(f"{self.model_dir} has a checkpoint state file but no checkpoint files "
+                                 f"({PREFIX}-N.index, {PREFIX}-N.data-*); {_CHOICES}")
+            return None
+        failures = []
+        for path in found:
+            try:
+                # The optimizer's slots exist already (built before), so every object restores now and
+                # all of them must be in the checkpoint: another --arch in the same model_dir fails
+                # here instead of training from a partial restore.
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except _UNREADABLE as error:
+                failures.append((path, "is unreadable", _first_line(error)))
+            except _MISMATCHED as error:
+                failures.append((path, "does not match this model and configuration", _first_line(error)))
+            else:
+                # A state file that cannot be read, or that misses the checkpoint (a kill after the
+                # files were written, before the state file was), is rewritten: the manager then
+                # deletes the oldest checkpoints as usual.
+                if self.is_chief and (state_problem is not None or os.path.basename(path) not in listed):
+                    self._rewrite_state_file(path, found, keep_old=state_problem is not None)
+                return path
+            logger.warning("skipping checkpoint %s: it %s (%s)", *failures[-1])
+        reasons = "; ".join(f"{path} {kind} ({reason[:200]})" for path, kind, reason in failures)
+        raise ValueError(f"no checkpoint of {self.model_dir} can be restored: {reasons}; {_CHOICES}")
+
+    def _rewrite_state_file(self, restored: str, found: list, keep_old: bool) -> None:
+        state = os.path.join(self.model_dir, STATE_FILE)
+        kept = state + ".unreadable"
+        if keep_old:
+            tf.io.gfile.rename(state, kept, overwrite=True)
+        _write_state_file(self.model_dir, restored, [path for path in reversed(found) if path != restored])
+        logger.warning("rewrote the checkpoint state file of %s from the checkpoint files%s", self.model_dir,
+                       f" (the unreadable one is kept as {kept})" if keep_old else "")
+
+    def _set_aside(self) -> None:
+        names = [name for name in tf.io.gfile.listdir(self.model_dir)
+                 if _CHECKPOINT_FILE.match(name) or _TEMP_FOLDER.match(name.rstrip("/")) or name == STATE_FILE]
+        if not names:
+            return
+        target = os.path.join(self.model_dir, time.strftime("previous-%Y%m%d-%H%M%S"))
+        tf.io.gfile.makedirs(target)
+        for name in names:
+            name = name.rstrip("/")
+            tf.io.gfile.rename(os.path.join(self.model_dir, name), os.path.join(target, name))
+        logger.warning("start_fresh: moved the %d checkpoint file(s) of %s into %s; training from step 0",
+                       len(names), self.model_dir, target)
 
     def wants_time_save(self) -> bool:
         """This process's vote: whether ``minutes`` have passed since the last save."""
@@ -122,8 +244,11 @@ class Checkpointer:
 
     def save(self) -> str:
         """Writes a checkpoint numbered by the global step; all workers must call this together."""
+        if self._manager is None:
+            self._manager = tf.train.CheckpointManager(self.checkpoint, self._write_dir, max_to_keep=MAX_TO_KEEP)
         path = self._manager.save(checkpoint_number=int(self.step.numpy()))
         self._last_save = time.monotonic()
         if not self.is_chief:
             shutil.rmtree(self._write_dir, ignore_errors=True)
+            self._manager = None  # its folder is gone; the next save starts a new one
         return path

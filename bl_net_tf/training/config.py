@@ -82,6 +82,7 @@ class TrainConfig:
     xla: str = "auto"
     mixed_precision: str = "none"
     model_dir: Optional[str] = None
+    start_fresh: bool = False
     eval_only: bool = False
     image_size: int = 224
     eval_image_size: Optional[int] = None
@@ -166,6 +167,8 @@ class TrainConfig:
             raise ValueError(f"checkpoint_minutes must be > 0, got {self.checkpoint_minutes}")
         if self.freeze_bn and not self.init_weights:
             raise ValueError("freeze_bn keeps the BatchNorm statistics of --init_weights; it needs --init_weights")
+        if self.start_fresh and self.eval_only:
+            raise ValueError("start_fresh trains from step 0 and eval_only evaluates a checkpoint: give one of them")
         if self.weight_decay_norm and self.weight_decay == 0:
             raise ValueError("weight_decay_norm decays BN gamma/beta by weight_decay, which is 0")
         if self.demo and self.eval_image_size is not None and self.eval_image_size != self.image_size:

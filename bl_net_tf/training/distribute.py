@@ -7,7 +7,8 @@
   ``SlurmClusterResolver`` (task i of a node listens on port ``$BL_NET_TF_SLURM_PORT`` + i,
   8888 by default); each task takes its share of the node's GPUs (docs/cluster.md);
 * ``--gpus=N`` (N >= 2): ``MirroredStrategy`` over the first N GPUs, as Tensorpack's
-  ``SyncMultiGPUTrainerReplicated``: gradients are all-reduced, BN statistics stay per replica;
+  ``SyncMultiGPUTrainerReplicated``: gradients are all-reduced, BN batch statistics are per replica
+  (the moving statistics are averaged over the replicas before each checkpoint, see loop.py);
 * ``--gpus=1``: one GPU; ``--gpus=0``: the CPU. Without ``--gpus``, every visible GPU.
 """
 from __future__ import annotations
@@ -167,15 +168,18 @@ def task_id(strategy: tf.distribute.Strategy) -> int:
     return int(resolver.task_id or 0) if resolver is not None and resolver.task_type else 0
 
 
-def resolve_data_format(flag: str, on_gpu: bool) -> str:
+def resolve_data_format(flag: str, on_gpu: bool, xla: bool = False) -> str:
     """``auto``: channels_first on GPUs (cuDNN's layout, as Tensorpack's NCHW), else channels_last.
 
+    channels_first on the CPU needs ``xla``: XLA's CPU backend compiles the NCHW graph that a GPU
+    runs (slower than channels_last there; it is for running the GPU's graph without a GPU).
+
     Raises:
-      ValueError: channels_first without a GPU (TF's CPU convolutions are NHWC only).
+      ValueError: channels_first on the CPU without XLA (TF's CPU convolutions are NHWC only).
     """
     if flag == "auto":
         return "channels_first" if on_gpu else "channels_last"
-    if flag == "channels_first" and not on_gpu:
+    if flag == "channels_first" and not (on_gpu or xla):
         raise ValueError("data_format=channels_first needs a GPU (TensorFlow's CPU convolutions are "
                          "channels_last only); use --data_format=auto")
     return flag

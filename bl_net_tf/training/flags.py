@@ -69,6 +69,8 @@ FLAGS_SPEC = {
     "mixed_precision": (cfg.MIXED_PRECISION, "Compute dtype (variables stay float32); float16 "
                                              "uses dynamic loss scaling."),
     "model_dir": (str, "Checkpoints and TensorBoard logs. Default: train_log/<arch>-a<alpha>-b<beta>."),
+    "start_fresh": (bool, "Train from step 0 although --model_dir holds checkpoints (say, none can be restored): "
+                          "they are moved into <model_dir>/previous-<time>/ first, nothing is deleted."),
     "eval_only": (bool, "Evaluate the latest checkpoint of --model_dir and stop."),
     "image_size": (int, "Training crop size."),
     "eval_image_size": (int, "Evaluation centre-crop size. Default: --image_size. The paper's @256 rows: 256."),

@@ -2,12 +2,12 @@
 
 A custom loop (``strategy.run`` inside a ``tf.function``) rather than ``Model.fit``: it resumes at
 the exact step, applies Tensorpack's weight decay exactly, stops on the first NaN loss with its
-step, keeps BN statistics per replica, and stops on SIGTERM or SIGINT after a checkpoint of the
+step, averages the replicas' BN moving statistics before each checkpoint (the evaluation that
+follows uses what the checkpoint holds), and stops on SIGTERM or SIGINT after a checkpoint of the
 step every worker reached (:mod:`.preemption`).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -21,7 +21,7 @@ import tensorflow as tf
 from bl_net_tf import weights
 from bl_net_tf.models.batch_norm import freeze_statistics
 from bl_net_tf.training import distribute, inputs, optimizer as optimizers, run_config, schedule as schedules, steps
-from bl_net_tf.training.checkpoints import Checkpointer, check_writable
+from bl_net_tf.training.checkpoints import Checkpointer, check_writable, find_checkpoints
 from bl_net_tf.training.config import TrainConfig
 from bl_net_tf.training.preemption import Stopped, StopRequest
 from bl_net_tf.training.progress import EpochProgress, Errors, Summaries
@@ -30,7 +30,6 @@ logger = logging.getLogger(__name__)
 
 _SAVE_VOTES = steps.STAT_NAMES.index("save_votes")
 _STOP_VOTES = steps.STAT_NAMES.index("stop_votes")
-_POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
 
 class TrainingDiverged(RuntimeError):
@@ -54,20 +53,11 @@ class Session:
     jit_compile: bool
     is_chief: bool
     _eval: Optional[tuple] = None  # (step function, distributed dataset), made on first use
+    _sync: Optional[Callable] = None  # steps.make_replica_sync, made on first use
 
     @property
     def total_steps(self) -> int:
         return self.steps_per_epoch * self.config.epochs
-
-
-@contextlib.contextmanager
-def _dtype_policy(name: str):
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def build(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None, *,
@@ -87,8 +77,8 @@ def build(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None
     if config.batch_size % replicas:
         raise ValueError(f"batch_size {config.batch_size} must be divisible by the {replicas} replicas")
     on_gpu = distribute.uses_gpu(strategy)
-    data_format = distribute.resolve_data_format(config.data_format, on_gpu)
     jit_compile = distribute.resolve_xla(config.xla, on_gpu)
+    data_format = distribute.resolve_data_format(config.data_format, on_gpu, jit_compile)
     is_chief = distribute.is_chief(strategy)
 
     if config.data_dir is None:
@@ -96,11 +86,13 @@ def build(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None
 
         data = inputs.describe(demo.prepare())
     else:
-        data = inputs.describe(config.data_dir)
+        data = inputs.describe(config.data_dir, train=not config.eval_only)
     steps_per_epoch = config.steps_per_epoch or data.train_images // config.batch_size
     if steps_per_epoch < 1:
-        raise ValueError(f"the training set has {data.train_images} images, fewer than one batch of "
-                         f"{config.batch_size}")
+        if not config.eval_only:
+            raise ValueError(f"the training set has {data.train_images} images, fewer than one batch of "
+                             f"{config.batch_size}")
+        steps_per_epoch = 1  # only numbers the schedule, which evaluation does not use
     check_writable(config.model_dir)
     if config.export_dir and is_chief:  # the export is written beside export_dir, then moved in
         check_writable(os.path.dirname(os.path.abspath(config.export_dir)), "export_dir's parent")
@@ -113,7 +105,7 @@ def build(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None
                 config.batch_size // replicas, steps_per_epoch)
     # A fixed input size unless evaluation runs at another one (the paper's @256 rows).
     size = config.image_size if config.eval_image_size in (None, config.image_size) else None
-    with strategy.scope(), _dtype_policy(_POLICIES[config.mixed_precision]):
+    with strategy.scope(), steps.dtype_policy(config.mixed_precision):
         if model_fn is None:
             model = run_config.create_run_model(run_config.model_options(config, data.num_classes),
                                                 input_shape=(size, size, 3), data_format=data_format)
@@ -130,7 +122,7 @@ def build(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None
                                 model=model, optimizer=optimizer, epoch=epoch)
     session = Session(config, strategy, data, model, optimizer, schedule, checkpointer, steps_per_epoch,
                       step, epoch, jit_compile, is_chief)
-    path = checkpointer.restore_latest()
+    path = checkpointer.restore(start_fresh=config.start_fresh)
     if path is not None:
         logger.info("resumed from %s at step %d", path, int(step.numpy()))
     if config.init_weights is not None:  # only a run without a checkpoint starts from them
@@ -151,7 +143,7 @@ def evaluate(session: Session, stop: Optional[StopRequest] = None) -> Errors:
     """
     if session._eval is None:  # traced once per run, not once per evaluation
         session._eval = (steps.make_eval_step(session.strategy, session.model, jit_compile=session.jit_compile),
-                         inputs.eval_dataset(session.strategy, session.config, session.data.data_dir))
+                         inputs.eval_dataset(session.strategy, session.config, session.data))
     eval_step, dataset = session._eval
     total = np.zeros(len(steps.STAT_NAMES))
     for images, labels in dataset:
@@ -165,6 +157,9 @@ def evaluate(session: Session, stop: Optional[StopRequest] = None) -> Errors:
 
 
 def _save(session: Session, step: int, epoch: int) -> None:
+    if session._sync is None:
+        session._sync = steps.make_replica_sync(session.strategy, session.model)
+    session._sync()  # every replica holds, and the checkpoint saves, the mean BN statistics
     session.step.assign(step)
     session.epoch.assign(epoch)
     path = session.checkpointer.save()
@@ -204,7 +199,7 @@ def train(session: Session) -> Optional[Errors]:
         return None
     with StopRequest() as stop:
         seed = None if config.seed is None else config.seed + start  # a resumed run sees new batches
-        iterator = iter(inputs.train_dataset(strategy, config, session.data.data_dir, seed=seed))
+        iterator = iter(inputs.train_dataset(strategy, config, session.data, seed=seed))
         train_step = steps.make_train_step(strategy, session.model, session.optimizer,
                                            global_batch=config.batch_size, label_smoothing=config.label_smoothing,
                                            jit_compile=session.jit_compile)
@@ -222,7 +217,11 @@ def _train_epochs(session: Session, train_step, iterator, stop: StopRequest) -> 
         while step < (epoch + 1) * spe:
             lr = float(session.schedule(step))
             vote = tf.constant(float(session.checkpointer.wants_time_save()))
-            sums = train_step(iterator, vote, _stop_vote(stop)).numpy()
+            try:
+                sums = train_step(iterator, vote, _stop_vote(stop)).numpy()
+            except tf.errors.OutOfRangeError:  # the endless stream ended: every file was skipped
+                raise ValueError(f"no readable training image in {session.data.data_dir} (not one batch of "
+                                 f"{config.batch_size}; the files skipped are named above)") from None
             stop.arm()  # from now on a signal stops after a step and a checkpoint (see .preemption)
             step += 1
             if not np.all(np.isfinite(sums)):
@@ -257,7 +256,7 @@ def run(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None, 
       ValueError: bad configuration or data (one line each).
       TrainingDiverged: the loss became NaN or infinite.
     """
-    if config.eval_only and tf.train.latest_checkpoint(config.model_dir) is None:
+    if config.eval_only and not find_checkpoints(config.model_dir):
         raise ValueError(f"--eval_only: no checkpoint in {config.model_dir}")
     session = build(config, strategy, model_fn=model_fn)
     if config.eval_only:

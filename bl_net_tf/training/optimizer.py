@@ -15,6 +15,7 @@ Two details differ from Keras's stock pieces, and both change what a step does:
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 # Which variables are decayed: Tensorpack's ``.*/W`` (conv and FC kernels), and with
@@ -83,13 +84,45 @@ class NesterovMomentum(keras.optimizers.Optimizer):
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov, "l2": self.l2}
 
 
+@keras.saving.register_keras_serializable(package="bl_net_tf")
+class DynamicLossScale(keras.optimizers.LossScaleOptimizer):
+    """Keras's dynamic loss scaling for float16 around another optimizer, with two fixes.
+
+    As Keras: the loss is multiplied by a scale (2^15 at first), the gradients divided by it; a
+    step with a non-finite gradient is skipped and halves the scale, 2000 finite steps in a row
+    double it. Fixed here:
+
+    * **Every replica skips together.** Keras decides on the first replica's own gradients, before
+      the all-reduce (which happens inside the wrapped optimizer), so an overflow on any other
+      replica is summed into every weight: on MirroredStrategy over two CPUs, one infinite gradient
+      on the second replica made every weight -inf. Here the replicas' verdicts are all-reduced
+      first, one scalar per step.
+    * **A skipped step still counts.** Keras leaves ``iterations`` (the counter that drives the
+      learning-rate schedule and is checkpointed) unchanged on a skipped step, so the schedule would
+      fall behind the global step by one step per overflow; tf.keras 2's LossScaleOptimizer
+      counted it, and so does this.
+    """
+
+    def check_finite(self, grads):
+        finite = super().check_finite(grads)
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return finite
+        overflows = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(finite), tf.float32))
+        return tf.equal(overflows, 0.0)
+
+    def _stateful_handle_non_finite_grads(self):
+        super()._stateful_handle_non_finite_grads()
+        self.inner_optimizer.iterations.assign_add(1)
+
+
 def create_optimizer(model: keras.Model, schedule, *, momentum: float, weight_decay: float,
                      weight_decay_norm: bool = False, loss_scale: bool = False) -> keras.optimizers.Optimizer:
     """The training optimizer for ``model``, built (its slots exist, so a checkpoint restores
-    into them at once); wrapped for dynamic loss scaling with float16."""
+    into them at once); wrapped for dynamic loss scaling (:class:`DynamicLossScale`) with float16."""
     optimizer = NesterovMomentum(schedule, momentum=momentum, nesterov=True, l2=weight_decay,
                                  decay=decayed_variables(model, weight_decay_norm))
     if loss_scale:
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer = DynamicLossScale(optimizer)
     optimizer.build(model.trainable_variables)
     return optimizer

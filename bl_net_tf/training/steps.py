@@ -3,11 +3,18 @@
 A step returns the global sums of :data:`STAT_NAMES` (one all-reduce), which the loop turns
 into means; counting images rather than batches makes a partial last eval batch exact.
 
+Precision (``--mixed_precision``, :func:`dtype_policy`): the model is built under a Keras mixed
+policy, so its variables are float32 and its layers compute in float16 or bfloat16 except the
+logits (models/layers.py ``LOGITS_DTYPE``); the loss, the top-k counts and the gradients the
+optimizer applies are float32. float16 scales the loss (training/optimizer.py).
+
 The forward and backward pass of each replica is one XLA cluster when ``jit_compile`` is on; the
 gradient all-reduce and the update stay outside it, because a compiled cluster cannot address the
 other replicas' variables (MirroredStrategy places each copy on its own device).
 """
 from __future__ import annotations
+
+import contextlib
 
 import keras
 import tensorflow as tf
@@ -16,6 +23,20 @@ import tensorflow as tf
 # with the stats so that every worker takes the same decision after the same step.
 STAT_NAMES = ("loss_sum", "wrong1", "wrong5", "images", "save_votes", "stop_votes")
 _METRICS = STAT_NAMES.index("save_votes")  # the stats before the votes
+# --mixed_precision -> the Keras dtype policy the model is built under.
+POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+
+
+@contextlib.contextmanager
+def dtype_policy(precision: str):
+    """Builds the layers made inside under the policy of ``precision`` (a key of :data:`POLICIES`);
+    the global policy is restored on exit."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(POLICIES[precision])
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def cross_entropy(labels, logits, label_smoothing: float = 0.0):
@@ -107,3 +128,32 @@ def make_eval_step(strategy: tf.distribute.Strategy, model: keras.Model, *, jit_
         return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
     return step
+
+
+def make_replica_sync(strategy: tf.distribute.Strategy, model: keras.Model):
+    """``sync()``: sets the model's non-trainable float variables (the BatchNorm moving statistics)
+    on every replica to their mean over the replicas; a no-op on one replica.
+
+    Each replica updates its moving statistics from its own batches (the variables aggregate as
+    "none", Keras's default, because a cross-replica update inside the replica's forward pass
+    cannot run in the nested, XLA-compiled function). The moving averages are linear in the batch
+    statistics, so averaging them whenever they are read (before each checkpoint, hence before each
+    evaluation) gives exactly the moving average of the replica-averaged batch statistics, as
+    updating with MEAN aggregation would, at no cost per step. All workers must call it together.
+    """
+    variables = [v for v in model.non_trainable_variables if v.dtype.startswith(("float", "bfloat"))]
+    if strategy.num_replicas_in_sync == 1 or not variables:
+        return lambda: None
+
+    def replica_sync():
+        context = tf.distribute.get_replica_context()
+        # Tensors of this replica's copies (a variable here would make the variable the destination).
+        means = context.all_reduce(tf.distribute.ReduceOp.MEAN, [tf.identity(v.value) for v in variables])
+        for variable, mean in zip(variables, means):
+            variable.assign(mean)  # this replica's copy
+
+    @tf.function
+    def sync():
+        strategy.run(replica_sync)
+
+    return sync
