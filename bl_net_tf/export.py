@@ -133,16 +133,17 @@ def _parser() -> cli.ArgumentParser:
     source.add_argument("--model_dir", help="a train_imagenet.py run: its run_config.json and latest checkpoint")
     source.add_argument("--checkpoint", help="another checkpoint of that run (e.g. M/ckpt-5000); implies --model_dir "
                                              "= its folder")
-    source.add_argument("--weights", help="Keras .weights.h5 (e.g. from convert_pytorch)")
+    source.add_argument("--weights", help="Keras .weights.h5 (e.g. from convert_pytorch), or imagenet: the official "
+                                          "checkpoint of --arch (docs/deployment.md)")
     source.add_argument("--pytorch_checkpoint", help="official PyTorch .pth.tar (needs torch)")
     model = parser.add_argument_group("the network (from the run's configuration with --model_dir; "
                                       "a flag that contradicts it is an error)")
     model.add_argument("--arch", help="a name from bl_net_tf.list_models()")
     model.add_argument("--alpha", type=int, help="default 2")
     model.add_argument("--beta", type=int, help="default 4")
-    model.add_argument("--num_classes", type=int, help="default 1000; a PyTorch checkpoint says its own")
+    model.add_argument("--num_classes", type=int, help="default: the weights' own")
     model.add_argument("--upsample", choices=UPSAMPLE_MODES,
-                       help="as trained: bilinear (default) for our weights, nearest for --pytorch_checkpoint")
+                       help="as trained; default: what the weights need (nearest for the official ones), else bilinear")
     serving = parser.add_argument_group("serving (free to differ from the run's)")
     serving.add_argument("--image_size", type=int,
                          help="network input (crop) size; default: the run's evaluation size, else 224")

@@ -1,12 +1,11 @@
 """The network ``python -m bl_net_tf.export`` serves, with its weights: from a training run's
-model_dir (``run_config.json`` and a checkpoint), a Keras ``.weights.h5`` file or an official
-PyTorch checkpoint."""
+model_dir (``run_config.json`` and a checkpoint), or from a Keras ``.weights.h5`` file, an official
+PyTorch checkpoint or ``imagenet`` (bl_net_tf/weights.py)."""
 from __future__ import annotations
 
 import dataclasses
 import inspect
 import os
-import warnings
 from typing import Optional
 
 import keras
@@ -18,10 +17,9 @@ from bl_net_tf.training import run_config
 from bl_net_tf.training.checkpoints import restore_model_weights
 
 DEFAULT_IMAGE_SIZE = 224
-# The network flags: their defaults without a run, and what a run's configuration is checked against.
-MODEL_DEFAULTS = {name: inspect.signature(create_model).parameters[name].default
-                  for name in ("alpha", "beta", "upsample")}
-MODEL_DEFAULTS["num_classes"] = 1000
+# The network flags a run's configuration is checked against, and their values where it lacks one.
+MODEL_DEFAULTS = {name: inspect.signature(create_model).parameters[name].default for name in ("alpha", "beta")}
+MODEL_DEFAULTS.update(num_classes=1000, upsample="bilinear")
 MODEL_FLAGS = ("arch", "alpha", "beta", "num_classes", "upsample")
 
 
@@ -55,9 +53,7 @@ def load(args) -> ExportSource:
         raise ValueError(f"{given[0]} needs --arch")
     size = args.image_size or DEFAULT_IMAGE_SIZE
     protocol = args.eval_protocol or recipe.DEFAULT_EVAL_PROTOCOL
-    if args.pytorch_checkpoint:
-        return ExportSource(_from_pytorch(args, size), size, protocol, None, args.arch)
-    return ExportSource(_from_weights(args, size), size, protocol, None, args.arch)
+    return ExportSource(_from_file(args, size), size, protocol, None, args.arch)
 
 
 def _run_value(name: str, options: dict):
@@ -89,38 +85,13 @@ def _from_run(args) -> ExportSource:
     return ExportSource(model, size, args.eval_protocol or run.eval_protocol, run.class_names, checkpoint)
 
 
-def _flag(args, name: str):
-    value = getattr(args, name)
-    return MODEL_DEFAULTS[name] if value is None else value
-
-
-def _from_pytorch(args, size: int) -> keras.Model:
-    from bl_net_tf.convert_pytorch import convert_checkpoint  # torch is an optional extra
-
-    if args.upsample not in (None, "nearest"):
-        raise ValueError("official PyTorch checkpoints need --upsample nearest (F.interpolate's default)")
-    model = convert_checkpoint(args.pytorch_checkpoint, args.arch, _flag(args, "alpha"), _flag(args, "beta"),
-                               data_format="channels_last", input_shape=(size, size, 3))
-    if args.num_classes is not None and args.num_classes != model.output.shape[-1]:
-        raise ValueError(f"--num_classes {args.num_classes} but the checkpoint has {model.output.shape[-1]} classes")
-    return model
-
-
-def _from_weights(args, size: int) -> keras.Model:
-    if not os.path.isfile(args.weights):
-        raise FileNotFoundError(f"no weights file {args.weights}")
-    alpha, beta, num_classes = _flag(args, "alpha"), _flag(args, "beta"), _flag(args, "num_classes")
-    model = create_model(args.arch, alpha=alpha, beta=beta, num_classes=num_classes, input_shape=(size, size, 3),
-                         data_format="channels_last", upsample=_flag(args, "upsample"))
-    # Keras warns once per unmatched layer before it raises; keep the one-line error readable.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            model.load_weights(args.weights)
-        except ValueError as error:
-            first = (str(error).strip().splitlines() or ["shape mismatch"])[0]
-            raise ValueError(f"{args.weights} does not fit {args.arch} (alpha={alpha}, beta={beta}, "
-                             f"num_classes={num_classes}): {first}") from error
-    for warning in caught:
-        warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+def _from_file(args, size: int) -> keras.Model:
+    """``--weights`` or ``--pytorch_checkpoint`` (bl_net_tf/weights.py reads both; a PyTorch
+    checkpoint's network and classes are the official code's)."""
+    path = args.pytorch_checkpoint or args.weights
+    options = {name: getattr(args, name) for name in ("alpha", "beta", "upsample") if getattr(args, name) is not None}
+    model = create_model(args.arch, **options, input_shape=(size, size, 3), data_format="channels_last", weights=path)
+    classes = model.output.shape[-1]
+    if args.num_classes is not None and args.num_classes != classes:  # serving a new, untrained head is no export
+        raise ValueError(f"--num_classes {args.num_classes} but {path} has {classes} classes")
     return model

@@ -52,6 +52,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_string("model_dir", None, "Weights, metrics.json and a resumable backup go here.", **fv)
     flags.DEFINE_integer("seed", None, "Seed of the initialisation and the shuffling.", **fv)
     flags.DEFINE_enum("xla", d.xla, constants.XLA_MODES, "XLA-compile the training step (auto: with a GPU).", **fv)
+    flags.DEFINE_string("init_weights", None, "Start from a speech run's --model_dir (its model.weights.h5) or a "
+                        ".weights.h5 of the same network, unless --model_dir holds a backup to resume from; the "
+                        "classifier is new when --num_classes differs.", **fv)
 
 
 def run(flag_values: flags.FlagValues = flags.FLAGS) -> int:

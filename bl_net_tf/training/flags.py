@@ -40,6 +40,14 @@ FLAGS_SPEC = {
                                            "(Tensorpack's strided 1x1 conv + BN) or avgpool (the official bL "
                                            "release's 3x3/s2 average pool, then 1x1 conv + BN). Unset: conv for "
                                            "the plain baselines, avgpool for the bL archs, as the paper trained."),
+    "init_weights": (str, "Start from these weights when --model_dir has no checkpoint (a checkpoint there wins): "
+                          "imagenet (the official release's file, docs/deployment.md), a .weights.h5, an official "
+                          ".pth.tar, or a training run's model_dir or checkpoint. A fresh optimizer at step 0; the "
+                          "classifier is new when the data's class count differs. The model flags not given take "
+                          "the weights' values (--upsample=nearest for the official ones)."),
+    "freeze_bn": (bool, "Keep the BatchNorm statistics of --init_weights: normalise by them in training too, never "
+                        "update them (gamma and beta still train; Tensorpack's FreezeBN). For batches of a few "
+                        "images per device (docs/training.md, Fine-tuning)."),
     "data_dir": (str, "ImageNet (folder, TFDS or TFRecords; docs/data.md). Unset: the demo digits, "
                       "with demo defaults for the flags not given."),
     "loader": (cfg.LOADERS, "Input pipeline: tf.data, or Tensorpack's DataFlow as the paper."),
