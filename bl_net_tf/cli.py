@@ -63,7 +63,8 @@ SHARED_FLAGS = {
                     + "; ".join(f"{depth}: {', '.join(map(str, counts))}" for depth, counts in SUPPORTED_MERGES.items())
                     + " (bL-ResNet/ResNeXt/SE-ResNeXt)."),
     "upsample": (constants.UPSAMPLE_MODES, "How the Big-Branch is upsampled: bilinear (the paper) or nearest "
-                                           "(the official PyTorch release; its weights need it)."),
+                                           "(the official PyTorch release; its weights need it). Unset: what the "
+                                           "weights need (nearest for the official ones), else bilinear."),
     "shortcut": (constants.SHORTCUT_KINDS, "Projection shortcut of a bottleneck that changes shape: conv "
                                            "(Tensorpack's strided 1x1 conv + BN) or avgpool (the official bL "
                                            "release's 3x3/s2 average pool, then 1x1 conv + BN). Unset: conv for "

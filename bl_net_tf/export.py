@@ -132,7 +132,8 @@ FLAGS_SPEC = {
     "model_dir": (str, "What to export (one of --model_dir, --checkpoint, --weights, --pytorch_checkpoint): a "
                        "train_imagenet.py run, its run_config.json and newest restorable checkpoint."),
     "checkpoint": (str, "Another checkpoint of that run (e.g. M/ckpt-5000); implies --model_dir = its folder."),
-    "weights": (str, "Keras .weights.h5 (e.g. from bl-net-convert); needs --arch."),
+    "weights": (str, "Keras .weights.h5 (e.g. from bl-net-convert), or imagenet: the official checkpoint of --arch "
+                     "(docs/deployment.md); needs --arch."),
     "pytorch_checkpoint": (str, "Official PyTorch .pth.tar (needs torch); needs --arch."),
     "eval_protocol": (recipe.EVAL_PROTOCOLS, f"How serving_default resizes before the centre crop (docs/data.md). "
                                              f"Unset: the run's, else {recipe.DEFAULT_EVAL_PROTOCOL}."),
@@ -154,6 +155,9 @@ _DEFAULTS = dict(model_dir=None, checkpoint=None, weights=None, pytorch_checkpoi
 _NOTES = {name: "Unset: the run's with --model_dir (a flag that contradicts it is an error), else create_model's "
                 "default." for name in sources.MODEL_FLAGS}
 _NOTES["image_size"] = f"Unset: the run's evaluation size, else {DEFAULT_IMAGE_SIZE}."
+_NOTES["num_classes"] = "Unset: the run's with --model_dir, else the weights' own."
+_NOTES["upsample"] = ("Unset: the run's with --model_dir, else what the weights need (nearest for the official "
+                      "ones), else bilinear.")
 
 
 def define_flags(flag_values: flags.FlagValues) -> None:

@@ -279,13 +279,54 @@ def flagfiles() -> dict:
     return dict(flagfile(row) for row in rows(*FLAGFILE_TABLES))
 
 
+# ---- fine-tuning the official weights on other data (not paper rows) ---------------------------
+
+# A starting point for a data set of your own, not a setting tuned on any: a tenth of the
+# from-scratch rate for the batch (0.01 per 256 images, the usual fine-tuning ratio; no warm-up
+# below 0.1), a 20-epoch cosine schedule, batch 64 so that a few thousand images still make
+# hundreds of steps, the rest as Appendix A.1. The model flags are the official weights' (upsample
+# nearest), which --init_weights=imagenet would also set.
+FINETUNE_FLAGS = {"batch_size": 64, "epochs": 20, "lr": 0.0025, "lr_schedule": "cosine", "weight_decay": 1e-4,
+                  "momentum": 0.9, "label_smoothing": 0.0, "image_size": 224, "eval_image_size": 224}
+
+
+def finetune_flagfile(official) -> tuple:
+    """``(name, text)`` of the recipe that fine-tunes ``official`` (a weights.OfficialCheckpoint);
+    ``name`` is the run's default model_dir name (``...-nearest-finetune``)."""
+    from bl_net_tf.training.config import TrainConfig
+    from bl_net_tf.weights import OFFICIAL_ALPHA, OFFICIAL_BETA, OFFICIAL_NETWORK, WEIGHTS_DIR_ENV
+
+    model = {"arch": official.arch, "alpha": OFFICIAL_ALPHA, "beta": OFFICIAL_BETA,
+             "upsample": OFFICIAL_NETWORK["upsample"], "init_weights": "imagenet"}
+    name = TrainConfig(**model, data_dir="your-images").run_name
+    label = f"{paper_name(official.arch)}, alpha={OFFICIAL_ALPHA}, beta={OFFICIAL_BETA}"
+    header = [f"Fine-tuning (not a paper row): {label}, from the official ImageNet weights.",
+              f"The release's top-1 error: {official.top1_err:.2f}%. Download {official.file_name}",
+              f"from {official.page} into ~/.cache/bl_net_tf/weights (or ${WEIGHTS_DIR_ENV};",
+              "docs/deployment.md), then:",
+              f"  bl-net-train --recipe={name} --data_dir=/path/to/your/images",
+              "Generated from bl_net_tf/paper_tables.py (python -m bl_net_tf.paper_tables",
+              "--write_flagfiles=flags): change the table, not this file."]
+    values = {**model, **FINETUNE_FLAGS, "model_dir": f"train_log/{name}"}
+    lines = [f"# {line}" for line in header] + [_flag_line(k, v) for k, v in values.items()]
+    return name, "\n".join(lines) + "\n"
+
+
+def finetune_flagfiles() -> dict:
+    """``{name: text}``: one fine-tuning recipe per official checkpoint (bl_net_tf/weights.py)."""
+    from bl_net_tf.weights import OFFICIAL
+
+    return dict(finetune_flagfile(official) for official in OFFICIAL.values())
+
+
 def write_flagfiles(directory: str) -> list:
-    """Writes :func:`flagfiles` into ``directory`` as ``NAME.cfg`` (replacing them); returns the paths."""
+    """Writes :func:`flagfiles` and :func:`finetune_flagfiles` into ``directory`` as ``NAME.cfg``
+    (replacing them); returns the paths."""
     import os
 
     os.makedirs(directory, exist_ok=True)
     paths = []
-    for name, text in flagfiles().items():
+    for name, text in {**flagfiles(), **finetune_flagfiles()}.items():
         paths.append(os.path.join(directory, f"{name}.cfg"))
         with open(paths[-1], "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
@@ -299,7 +340,7 @@ def main(argv=None) -> int:
     from bl_net_tf import cli
 
     def define(flag_values):
-        flags.DEFINE_string("write_flagfiles", None, "Write one NAME.cfg per row of Tables 1, 2, 6, 7, 8 and 11 into "
+        flags.DEFINE_string("write_flagfiles", None, "Write one NAME.cfg per row of Tables 1, 2, 6, 7, 8 and 11, and the fine-tuning recipes, into "
                             "this folder (the checkout's flags/).", flag_values=flag_values, required=True)
 
     def run(args):

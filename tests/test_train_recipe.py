@@ -21,6 +21,7 @@ from bl_net_tf.training.progress import Errors, parse_eval_line
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGFILES = sorted(glob.glob(os.path.join(REPO, "flags", "*.cfg")))
+PAPER_FLAGFILES = [path for path in FLAGFILES if os.path.basename(path)[:-len(".cfg")] in paper_tables.flagfiles()]
 
 
 def parse(*argv):
@@ -71,7 +72,8 @@ def test_the_flagfiles_are_the_paper_table_written_out(tmp_path):
     assert paper_tables.main(["--write_flagfiles", str(tmp_path)]) == 0
     written = sorted(os.listdir(tmp_path))
     assert written == [os.path.basename(path) for path in FLAGFILES]
-    assert len(written) == len(paper_tables.rows(*paper_tables.FLAGFILE_TABLES)) == 37
+    assert len(PAPER_FLAGFILES) == len(paper_tables.rows(*paper_tables.FLAGFILE_TABLES)) == 37
+    assert len(written) == 37 + len(paper_tables.finetune_flagfiles()) == 44  # and a fine-tuning one per official file
     for name in written:
         assert (tmp_path / name).read_bytes() == open(os.path.join(REPO, "flags", name), "rb").read(), name
 
@@ -82,7 +84,7 @@ def test_docs_list_every_recipe():
     assert [path for path in FLAGFILES if f"`{os.path.basename(path)[:-4]}`" not in docs] == []
 
 
-@pytest.mark.parametrize("path", FLAGFILES, ids=lambda p: os.path.basename(p))
+@pytest.mark.parametrize("path", PAPER_FLAGFILES, ids=lambda p: os.path.basename(p))
 def test_flagfile_parses_to_a_valid_paper_config(path):
     config = parse(f"--flagfile={path}", "--data_dir=/data/imagenet")
     name = os.path.basename(path)[:-4]
@@ -96,9 +98,9 @@ def test_flagfile_parses_to_a_valid_paper_config(path):
 
 
 def test_no_flagfile_pins_what_the_batch_size_derives():
-    """The linear-scaling rule: a user who adds --batch_size=512 after any recipe trains at 0.2 with
-    Tensorpack's 3-epoch warm-up from 0.1."""
-    for path in FLAGFILES:
+    """The linear-scaling rule: a user who adds --batch_size=512 after any paper recipe trains at 0.2 with
+    Tensorpack's 3-epoch warm-up from 0.1 (the fine-tuning recipes pin their lower rate)."""
+    for path in PAPER_FLAGFILES:
         with open(path, encoding="utf-8") as f:
             assert not [line for line in f if line.startswith(("--lr=", "--warmup_epochs="))], path
         config = parse(f"--flagfile={path}", "--data_dir=/d", "--batch_size=512")

@@ -18,6 +18,12 @@ Named ``BatchNormalization`` on purpose, as ``grouped_conv.Conv2D``: Keras addre
 ``.weights.h5`` files by the snake-cased class name, so checkpoints load with either class.
 Inputs the fused kernel does not take (masks, renorm, synchronized statistics, ranks other than 4,
 another backend) run Keras's own code.
+
+:func:`freeze_statistics` (``--freeze_bn``, for fine-tuning) makes the layers normalise by their
+moving statistics in training too and leave them as they are, while gamma and beta still train:
+Tensorpack's ``FreezeBN`` (examples/FasterRCNN, ``BACKBONE.NORM``), unlike Keras's
+``trainable = False``, which also freezes gamma and beta and changes the trainable variables (and so
+what a checkpoint's optimizer state holds).
 """
 from __future__ import annotations
 
@@ -31,6 +37,9 @@ _FUSED_DTYPES = ("float16", "bfloat16", "float32")
 class BatchNormalization(layers.BatchNormalization):
     """``keras.layers.BatchNormalization`` on ``FusedBatchNormV3`` for 4-D NHWC/NCHW inputs."""
 
+    # Set by freeze_statistics: normalise by the moving statistics and keep them, also in training.
+    frozen_statistics = False
+
     def _data_format(self, inputs, mask):
         """"NHWC"/"NCHW" when the fused kernel applies, else None."""
         if (keras.backend.backend() != "tensorflow" or mask is not None or self.renorm or self.synchronized
@@ -42,6 +51,7 @@ class BatchNormalization(layers.BatchNormalization):
     def call(self, inputs, training=None, mask=None):
         import tensorflow as tf
 
+        training = training and not self.frozen_statistics
         data_format = self._data_format(inputs, mask)
         if data_format is None:
             return super().call(inputs, training=training, mask=mask)
@@ -60,3 +70,12 @@ class BatchNormalization(layers.BatchNormalization):
                 mean=tf.cast(self.moving_mean, "float32"), variance=tf.cast(self.moving_variance, "float32"),
                 is_training=False, **common)
         return tf.cast(y, self.compute_dtype)
+
+
+def freeze_statistics(model: keras.Model) -> int:
+    """Freezes the statistics of every :class:`BatchNormalization` layer of ``model`` (see the module
+    docstring); returns how many there are. Call it before the training step is traced."""
+    frozen = [layer for layer in model.layers if isinstance(layer, BatchNormalization)]
+    for layer in frozen:
+        layer.frozen_statistics = True
+    return len(frozen)

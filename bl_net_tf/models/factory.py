@@ -116,7 +116,8 @@ def _check_shortcut(spec: registry.ArchSpec, family: Family, shortcut: Optional[
 def validate_model_options(arch: str, **options) -> ModelOptions:
     """Checks ``create_model(arch, **options)`` without building anything: the same arguments and
     defaults, every check create_model makes. Trainers and command lines call it before they prepare
-    data or write anything.
+    data or write anything. With ``weights``, the options left unset take the source's values
+    (bl_net_tf/weights.py) and those set must agree with them; the weights are not read.
 
     Returns:
       the resolved :class:`ModelOptions`.
@@ -129,6 +130,15 @@ def validate_model_options(arch: str, **options) -> ModelOptions:
     for name in options:
         constants.check_choice("option", name, names)
     values = {name: params[name].default for name in names} | options
+    weights = values.pop("weights")
+    if weights is not None:  # what the source says about the network fills what the request leaves unset
+        from bl_net_tf import weights as sources
+
+        source = sources.find(weights, sources.arch_name(arch, values["cardinality"], values["base_width"]),
+                              need_file=False)
+        given = {"arch"} | {name for name, value in values.items() if value is not None}
+        values = source.fill(dict(values, arch=arch), given)
+        arch = values.pop("arch")
     spec = registry.get_spec(arch, values["cardinality"], values["base_width"])
     family = FAMILIES[spec.family]
     num_classes = family.num_classes if values["num_classes"] is None else values["num_classes"]
@@ -136,7 +146,8 @@ def validate_model_options(arch: str, **options) -> ModelOptions:
         constants.check_positive_int(name, value)
     if values["data_format"] is not None:
         constants.check_choice("data_format", values["data_format"], constants.DATA_FORMATS, more=" or None")
-    constants.check_choice("upsample", values["upsample"], constants.UPSAMPLE_MODES)
+    upsample = "bilinear" if values["upsample"] is None else values["upsample"]  # the paper's
+    constants.check_choice("upsample", upsample, constants.UPSAMPLE_MODES)
     if values["merge"] not in family.merges:
         raise ValueError(f"unknown merge {values['merge']!r} for {spec.name}; allowed: {', '.join(family.merges)}")
     if values["include_preprocessing"] and spec.task != "image":
@@ -144,7 +155,7 @@ def validate_model_options(arch: str, **options) -> ModelOptions:
     merges = _check_ablations(spec, family, merge=values["merge"], branches=values["branches"],
                               merges=values["merges"])
     input_shape = family.input_shape if values["input_shape"] is None else _check_input_shape(values["input_shape"])
-    resolved = dict(values, num_classes=num_classes, input_shape=input_shape, merges=merges,
+    resolved = dict(values, num_classes=num_classes, input_shape=input_shape, merges=merges, upsample=upsample,
                     shortcut=_check_shortcut(spec, family, values["shortcut"]))
     request = ModelOptions(spec, **{f.name: resolved[f.name] for f in dataclasses.fields(ModelOptions)[1:]})
     family.check(request)
@@ -153,15 +164,17 @@ def validate_model_options(arch: str, **options) -> ModelOptions:
 
 def create_model(arch: str, *, alpha: int = 2, beta: int = 4, num_classes: Optional[int] = None, input_shape=None,
                  data_format: Optional[str] = None, include_preprocessing: bool = False, merge: str = "add",
-                 branches: int = 2, merges: Optional[int] = None, upsample: str = "bilinear",
+                 branches: int = 2, merges: Optional[int] = None, upsample: Optional[str] = None,
                  shortcut: Optional[str] = None, cardinality: Optional[int] = None,
-                 base_width: Optional[int] = None, features_only: bool = False) -> keras.Model:
+                 base_width: Optional[int] = None, features_only: bool = False, weights=None) -> keras.Model:
     """Builds a registered architecture as a Keras 3 functional model that outputs logits.
 
     Args:
       arch: a name from :func:`list_models` (or a short alias such as ``bl-resnext101``).
       alpha, beta: the Little-Branch's width and depth divisors (bL archs only; ignored otherwise).
-      num_classes: logits per image (default 1000; 32000 context-dependent states for speech).
+      num_classes: logits per image (default: the weights' classes, else 1000; 32000
+        context-dependent states for speech). Weights of another class count load into everything
+        but the classifier ``head_fc``, which keeps its initialisation (a warning says so).
       input_shape: ``(height, width, 3)``; images are NHWC whatever ``data_format`` is (a
         channels_first model transposes on the device, as tensorpack did). Default 224x224.
         Speech archs take ``(64 mel bins, frames, 3)``, default (64, 49, 3) (see models/speech.py).
@@ -175,6 +188,7 @@ def create_model(arch: str, *, alpha: int = 2, beta: int = 4, num_classes: Optio
       merges: how many times the branches merge (Table 8): None (= 4), or 1, 2 on depth 50 and 7 on
         depth 101 (bL-ResNet family only). The ablations are exclusive: one per model.
       upsample: ``bilinear`` (the paper) or ``nearest`` (the official release; its weights need it).
+        None: what the weights need, else bilinear.
       shortcut: the projection shortcut of a bottleneck that changes shape: ``conv`` (Tensorpack's
         strided 1x1 conv + BN) or ``avgpool`` (the official release's 3x3/s2 average pool, then a
         1x1 conv + BN). None: as the paper's models were trained, ``conv`` for the plain baselines,
@@ -182,16 +196,27 @@ def create_model(arch: str, *, alpha: int = 2, beta: int = 4, num_classes: Optio
       cardinality, base_width: ResNeXt width overrides (default 32x4d for the short names).
       features_only: output the feature maps (C2..C5 at strides 4, 8, 16, 32 for the image archs)
         instead of logits; the model's ``feature_info`` describes them (:class:`FeatureInfo`).
+      weights: None (random initialisation); ``"imagenet"`` (the official release's checkpoint of
+        the arch, from the folder docs/deployment.md names: nothing is downloaded); a ``.weights.h5``
+        file; an official PyTorch ``.pth.tar`` (converted, the conversion cached); a training run's
+        model_dir or one of its checkpoints. A run's recorded network (or the official one) fills
+        the options left unset; set ones must agree. See bl_net_tf/weights.py.
 
     Raises:
       ValueError: an unknown name or option, or a value outside what the architecture allows
-        (:func:`validate_model_options`, before anything is built).
+        (:func:`validate_model_options`, before anything is built); weights of another network.
+      FileNotFoundError: no such weights; for ``"imagenet"``, which file to download from where.
     """
-    return build_model(validate_model_options(
+    request = validate_model_options(
         arch, alpha=alpha, beta=beta, num_classes=num_classes, input_shape=input_shape, data_format=data_format,
         include_preprocessing=include_preprocessing, merge=merge, branches=branches, merges=merges,
         upsample=upsample, shortcut=shortcut, cardinality=cardinality, base_width=base_width,
-        features_only=features_only))
+        features_only=features_only, weights=weights)
+    if weights is None:
+        return build_model(request)
+    from bl_net_tf import weights as sources
+
+    return sources.create(request, weights, arch=arch, num_classes_given=num_classes is not None)
 
 
 def build_model(options: ModelOptions) -> keras.Model:

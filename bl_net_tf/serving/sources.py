@@ -1,11 +1,10 @@
 """The network ``python -m bl_net_tf.export`` serves, with its weights: from a training run's
-model_dir (``run_config.json`` and a checkpoint), a Keras ``.weights.h5`` file or an official
-PyTorch checkpoint."""
+model_dir (``run_config.json`` and a checkpoint), or from a Keras ``.weights.h5`` file, an official
+PyTorch checkpoint or ``imagenet`` (bl_net_tf/weights.py)."""
 from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from typing import Optional
 
 import keras
@@ -51,9 +50,7 @@ def load(args) -> ExportSource:
         raise ValueError(f"{given[0]} needs --arch")
     size = args.image_size or DEFAULT_IMAGE_SIZE
     protocol = args.eval_protocol or recipe.DEFAULT_EVAL_PROTOCOL
-    if args.pytorch_checkpoint:
-        return ExportSource(_from_pytorch(args, size), size, protocol, None, args.arch)
-    return ExportSource(_from_weights(args, size), size, protocol, None, args.arch)
+    return ExportSource(_from_file(args, size), size, protocol, None, args.arch)
 
 
 def _resolved(model: dict) -> dict:
@@ -88,37 +85,14 @@ def _from_run(args) -> ExportSource:
     return ExportSource(model, size, args.eval_protocol or run.eval_protocol, run.class_names, checkpoint)
 
 
-def _from_pytorch(args, size: int) -> keras.Model:
-    from bl_net_tf.convert_pytorch import convert_checkpoint  # torch is an optional extra
-
+def _from_file(args, size: int) -> keras.Model:
+    """``--weights`` or ``--pytorch_checkpoint`` (bl_net_tf/weights.py reads both; a PyTorch
+    checkpoint's network and classes are the official code's)."""
+    path = args.pytorch_checkpoint or args.weights
     options = cli.model_options(args, MODEL_FLAGS)
-    if options.get("upsample", "nearest") != "nearest":
-        raise ValueError("official PyTorch checkpoints need --upsample nearest (F.interpolate's default)")
-    others = [name for name in options if name not in ("alpha", "beta", "upsample", "num_classes")]
-    if others:
-        raise ValueError(f"--{others[0]}: the official PyTorch checkpoints' networks take --alpha and --beta only")
-    model = convert_checkpoint(args.pytorch_checkpoint, args.arch, **{k: options[k] for k in ("alpha", "beta")
-                                                                      if k in options},
-                               data_format="channels_last", input_shape=(size, size, 3))
-    if args.num_classes is not None and args.num_classes != model.output.shape[-1]:
-        raise ValueError(f"--num_classes {args.num_classes} but the checkpoint has {model.output.shape[-1]} classes")
-    return model
-
-
-def _from_weights(args, size: int) -> keras.Model:
-    if not os.path.isfile(args.weights):
-        raise FileNotFoundError(f"no weights file {args.weights}")
-    model = create_model(args.arch, **cli.model_options(args, MODEL_FLAGS), input_shape=(size, size, 3),
-                         data_format="channels_last")
-    # Keras warns once per unmatched layer before it raises; keep the one-line error readable.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            model.load_weights(args.weights)
-        except ValueError as error:
-            first = (str(error).strip().splitlines() or ["shape mismatch"])[0]
-            raise ValueError(f"{args.weights} does not fit {model.name} ({model.output.shape[-1]} classes): "
-                             f"{first}") from error
-    for warning in caught:
-        warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    options.pop("num_classes", None)  # create_model would give another number a new head; checked below
+    model = create_model(args.arch, **options, input_shape=(size, size, 3), data_format="channels_last", weights=path)
+    classes = model.output.shape[-1]
+    if args.num_classes is not None and args.num_classes != classes:  # serving a new, untrained head is no export
+        raise ValueError(f"--num_classes {args.num_classes} but {path} has {classes} classes")
     return model

@@ -40,6 +40,9 @@ FLAGS_SPEC = {
     "steps_per_epoch": (int, "Steps per epoch (default: one pass over the data)."),
     "model_dir": (str, "Weights, metrics.json and a resumable backup go here."),
     "seed": (int, "Seed of the initialisation and the shuffling."),
+    "init_weights": (str, "Start from a speech run's --model_dir (its model.weights.h5) or a .weights.h5 of the "
+                          "same network, unless --model_dir holds a backup to resume from; the classifier is new "
+                          "when --num_classes differs."),
 }
 SHARED = ("arch", "alpha", "beta", "merge", "num_classes", "data_format", "xla")
 _NOTES = {"arch": "The speech archs: resnet22-speech, bl-resnet22-speech, bl-pyr-resnet22-speech.",

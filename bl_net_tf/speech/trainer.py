@@ -48,6 +48,7 @@ class SpeechTrainConfig:
     model_dir: Optional[str] = None
     seed: Optional[int] = None
     xla: str = constants.AUTO  # as the ImageNet trainer's: XLA with a GPU
+    init_weights: Optional[str] = None  # a speech run's model_dir or a .weights.h5 (bl_net_tf/weights.py)
 
     def validate(self) -> "SpeechTrainConfig":
         """Checks every field, the model's options with create_model's own checks.
@@ -62,8 +63,7 @@ class SpeechTrainConfig:
         for name in ("batch_size", "epochs", "anneal_from_epoch"):
             constants.check_positive_int(name, getattr(self, name))
         constants.check_choice("data_format", self.data_format, constants.DATA_FORMAT_MODES)
-        validate_model_options(self.arch, alpha=self.alpha, beta=self.beta, merge=self.merge,
-                               num_classes=self.num_classes)
+        validate_model_options(**self.model_options(), weights=self.init_weights)
         for name in ("lr", "clip_norm"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
@@ -71,6 +71,10 @@ class SpeechTrainConfig:
         if self.steps_per_epoch is not None:
             constants.check_positive_int("steps_per_epoch", self.steps_per_epoch)
         return self
+
+    def model_options(self) -> dict:
+        """The network's ``create_model`` keyword arguments (what ``init_weights`` must fit)."""
+        return dict(arch=self.arch, alpha=self.alpha, beta=self.beta, merge=self.merge, num_classes=self.num_classes)
 
 
 def learning_rate(config: SpeechTrainConfig, epoch: int) -> float:
@@ -97,8 +101,7 @@ def compile_for_training(model: keras.Model, config: SpeechTrainConfig) -> keras
 def build_model(config: SpeechTrainConfig) -> keras.Model:
     from bl_net_tf import create_model
 
-    return create_model(config.arch, alpha=config.alpha, beta=config.beta, merge=config.merge,
-                        num_classes=config.num_classes,
+    return create_model(**config.model_options(),
                         data_format=distribute.resolve_data_format(
                             config.data_format, _on_gpu(), distribute.resolve_xla(config.xla, _on_gpu())))
 
@@ -109,6 +112,8 @@ def train(config: SpeechTrainConfig, model: Optional[keras.Model] = None, verbos
 
     With a ``model_dir``, an interrupted run resumes from its last epoch (Keras's BackupAndRestore),
     and the weights (``model.weights.h5``) and metrics (``metrics.json``) are written at the end.
+    ``init_weights`` initialise the model unless the run resumes (the classifier stays new when the
+    class count differs).
     """
     config.validate()
     if config.seed is not None:
@@ -118,10 +123,17 @@ def train(config: SpeechTrainConfig, model: Optional[keras.Model] = None, verbos
     if config.steps_per_epoch:
         train_ds = train_ds.repeat()
     eval_ds = frame_dataset(config.eval_records, batch_size=config.batch_size) if config.eval_records else None
-    model = compile_for_training(model if model is not None else build_model(config), config)
+    model = model if model is not None else build_model(config)
     callbacks = [keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate(config, epoch))]
-    if config.model_dir:
-        callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(config.model_dir, "backup")))
+    backup = os.path.join(config.model_dir, "backup") if config.model_dir else None
+    if backup:
+        callbacks.append(keras.callbacks.BackupAndRestore(backup))
+    if config.init_weights is not None:
+        from bl_net_tf import weights
+
+        resumed = backup if backup and os.path.isdir(backup) and os.listdir(backup) else None
+        weights.initialize(model, config.init_weights, config.model_options(), resumed_from=resumed)
+    model = compile_for_training(model, config)
     history = model.fit(train_ds, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
                         callbacks=callbacks, verbose=verbose).history
     metrics = {name: float(values[-1]) for name, values in history.items() if name != "learning_rate"}

@@ -45,6 +45,10 @@ class TrainConfig:
     ``None`` means "derive it": ``lr`` from the batch size, ``warmup_epochs`` from ``lr``,
     ``gpus`` from the GPUs that exist, ``eval_image_size`` from ``image_size``, ``model_dir`` from
     the architecture and ``steps_per_epoch`` from the size of the training set.
+
+    ``init_weights``: a weights source (bl_net_tf/weights.py) the run starts from when its model_dir
+    has no checkpoint: a fresh optimizer at step 0, the classifier new when the data's class count
+    differs. ``freeze_bn``: keep the BatchNorm statistics of those weights (models/batch_norm.py).
     """
 
     arch: str = "bl-resnet50"
@@ -57,6 +61,8 @@ class TrainConfig:
     merges: Optional[int] = None
     upsample: str = "bilinear"
     shortcut: Optional[str] = None
+    init_weights: Optional[str] = None
+    freeze_bn: bool = False
     data_dir: Optional[str] = None
     loader: str = "tfdata"
     gpus: Optional[int] = None
@@ -104,9 +110,11 @@ class TrainConfig:
     @property
     def run_name(self) -> str:
         """``bl-resnet50-a2-b4`` (+ a model option off its default, as ``-concat``, ``-k3``, ``-m2``;
-        + ``-demo``): names the default model_dir. It is the network's name (``ModelOptions.name``)
-        with hyphens, so two networks never share a default model_dir."""
-        return self.model_request().name.replace("_", "-") + ("-demo" if self.demo else "")
+        + ``-finetune`` with ``init_weights``; + ``-demo``): names the default model_dir. It is the
+        network's name (``ModelOptions.name``) with hyphens, so two networks never share a default
+        model_dir."""
+        return (self.model_request().name.replace("_", "-") + ("-finetune" if self.init_weights else "")
+                + ("-demo" if self.demo else ""))
 
     def model_request(self):
         """The network's :class:`~bl_net_tf.models.factory.ModelOptions`: every check create_model
@@ -154,6 +162,8 @@ class TrainConfig:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not (_finite(self.checkpoint_minutes) and self.checkpoint_minutes > 0):
             raise ValueError(f"checkpoint_minutes must be > 0, got {self.checkpoint_minutes}")
+        if self.freeze_bn and not self.init_weights:
+            raise ValueError("freeze_bn keeps the BatchNorm statistics of --init_weights; it needs --init_weights")
         if self.start_fresh and self.eval_only:
             raise ValueError("start_fresh trains from step 0 and eval_only evaluates a checkpoint: give one of them")
         if self.weight_decay_norm and self.weight_decay == 0:
@@ -176,6 +186,8 @@ def resolve(config: TrainConfig, explicit=()) -> TrainConfig:
       ValueError: see :meth:`TrainConfig.validate`.
     """
     changes = {}
+    if config.init_weights is not None:  # the network the weights are: for the fields not set
+        changes.update(_network_of_init_weights(config, explicit))
     if config.demo:
         changes.update({k: v for k, v in DEMO_DEFAULTS.items() if k not in explicit})
         if "epochs" in explicit and "warmup_epochs" not in explicit:
@@ -190,6 +202,22 @@ def resolve(config: TrainConfig, explicit=()) -> TrainConfig:
 
         config = dataclasses.replace(config, model_dir=os.path.join("train_log", config.run_name))
     return config
+
+
+def _network_of_init_weights(config: TrainConfig, explicit) -> dict:
+    """The model fields ``config.init_weights`` decides (the official weights' upsample, a run's
+    network) that are not in ``explicit``.
+
+    Raises:
+      ValueError: an explicit field says otherwise (one line).
+    """
+    from bl_net_tf import weights
+
+    source = weights.find(config.init_weights, weights.arch_name(config.arch, config.cardinality, config.base_width),
+                          need_file=False)
+    network = {name: getattr(config, name) for name in (*weights.NETWORK_OPTIONS, "cardinality", "base_width")}
+    filled = source.fill(network, set(explicit), flag=True)
+    return {name: value for name, value in filled.items() if name in network and value != network[name]}
 
 
 def demo_changes(config: TrainConfig, explicit=()) -> dict:

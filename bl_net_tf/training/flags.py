@@ -23,6 +23,14 @@ _DEFAULTS = cfg.TrainConfig()
 # values); the model options, --gpus, --data_format, --xla, --mixed_precision, --data_dir and
 # --loader are the package's shared flags (bl_net_tf/cli.py).
 FLAGS_SPEC = {
+    "init_weights": (str, "Start from these weights when --model_dir has no checkpoint (a checkpoint there wins): "
+                          "imagenet (the official release's file, docs/deployment.md), a .weights.h5, an official "
+                          ".pth.tar, or a training run's model_dir or checkpoint. A fresh optimizer at step 0; the "
+                          "classifier is new when the data's class count differs. The model flags not given take "
+                          "the weights' values (--upsample=nearest for the official ones)."),
+    "freeze_bn": (bool, "Keep the BatchNorm statistics of --init_weights: normalise by them in training too, never "
+                        "update them (gamma and beta still train; Tensorpack's FreezeBN). For batches of a few "
+                        "images per device (docs/training.md, Fine-tuning)."),
     "batch_size": (int, "Global batch size over all replicas and workers."),
     "epochs": (int, "Training epochs."),
     "lr": (float, "Peak learning rate. Default: 0.1 x batch_size / 256."),

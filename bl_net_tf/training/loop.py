@@ -18,6 +18,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from bl_net_tf import weights
+from bl_net_tf.models.batch_norm import freeze_statistics
 from bl_net_tf.training import distribute, inputs, optimizer as optimizers, run_config, schedule as schedules, steps
 from bl_net_tf.training.checkpoints import Checkpointer, check_writable, find_checkpoints
 from bl_net_tf.training.config import TrainConfig
@@ -61,7 +63,8 @@ class Session:
 def build(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None, *,
           model_fn: Optional[Callable[..., keras.Model]] = None) -> Session:
     """Creates the strategy (unless given), reads the data set's size, builds the model and
-    optimizer under the strategy and restores the latest checkpoint of ``config.model_dir``.
+    optimizer under the strategy and restores the latest checkpoint of ``config.model_dir``; without
+    one, loads ``config.init_weights`` (if any).
 
     ``model_fn(num_classes=, input_shape=, data_format=)`` replaces the registry's model (a custom
     network, or a tiny one in tests); it takes uint8 RGB images and returns logits.
@@ -122,6 +125,11 @@ def build(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None
     path = checkpointer.restore(start_fresh=config.start_fresh)
     if path is not None:
         logger.info("resumed from %s at step %d", path, int(step.numpy()))
+    if config.init_weights is not None:  # only a run without a checkpoint starts from them
+        weights.initialize(model, config.init_weights, run_config.model_options(config, data.num_classes),
+                           resumed_from=path)
+    if config.freeze_bn:
+        logger.info("--freeze_bn: the statistics of %d BatchNorm layers stay as loaded", freeze_statistics(model))
     if is_chief:  # what `python -m bl_net_tf.export --model_dir` needs
         run_config.write(config.model_dir, run_config.from_training(config, data, custom_model=model_fn is not None))
     return session
