@@ -8,6 +8,7 @@ import os
 import pytest
 from absl import logging as absl_logging
 
+from bl_net_tf import paper_tables
 from bl_net_tf.training import cli, data_source, flags as training_flags
 
 HOW = "pass --data_dir=/path/to/imagenet, set $IMAGENET_DIR, or prepare imagenet2012 in $TFDS_DATA_DIR"
@@ -77,12 +78,19 @@ def test_print_config_shows_the_data_it_would_use(tmp_path, capsys, monkeypatch)
     assert command("--arch=bl-resnet50", "--alpha=2", "--beta=4", "--export_dir=models/x", "--print_config") == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("# no --data_dir: the demo digits") and "--image_size=32" in out
-    # Every paper recipe resolves without data too, showing the run it would be on ImageNet.
+    # Every paper recipe resolves without data too, showing the run it would be on ImageNet; a
+    # fine-tuning recipe trains on the user's images, so without them it shows the digits demo.
+    finetuning = paper_tables.finetune_flagfiles()
     for recipe in training_flags.recipes():
         assert command(f"--recipe={recipe}", "--print_config") == 0, recipe
         out = capsys.readouterr().out.splitlines()
+        if recipe in finetuning:
+            assert out[0].startswith("# no --data_dir: the demo digits"), recipe
+            assert "--init_weights=imagenet" in out and "--batch_size=64" in out, recipe
+            continue
         assert out[0].startswith("# the run would stop: this paper recipe trains on ImageNet"), recipe
         assert "# --data_dir: unset" in out and "--image_size=224" in out and "--batch_size=256" in out
+    assert len(finetuning) == 7 and set(finetuning) < set(training_flags.recipes())
     monkeypatch.setenv("TFDS_DATA_DIR", prepared_tfds(tmp_path))
     assert command("--recipe=resnet50", "--print_config") == 0
     out = capsys.readouterr().out.splitlines()
