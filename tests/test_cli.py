@@ -104,6 +104,7 @@ def test_the_model_flags_are_create_models_options():
     flag_values = flags.FlagValues()
     cli.define_shared(flag_values, cli.model_defaults())
     flag_values(["x", "--arch=bl-resnext50", "--cardinality=64", "--merge=concat", "--image_size=64"])
+    # upsample is unset (None): create_model picks what the weights need, else bilinear.
     assert cli.model_options(flag_values) == dict(alpha=2, beta=4, cardinality=64, merge="concat", branches=2,
-                                                  upsample="bilinear", input_shape=(64, 64, 3))
+                                                  input_shape=(64, 64, 3))
     assert set(cli.MODEL_FLAGS) <= set(cli.SHARED_FLAGS)
