@@ -7,10 +7,11 @@
 The last line of stdout is ``eval: top1_err=... top5_err=... images=...``. See docs/training.md.
 """
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TF's C++ start-up chatter
 
 from bl_net_tf.training.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

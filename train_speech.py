@@ -9,10 +9,11 @@ installing the package.
 The last line of stdout is ``metrics: {...}``. See docs/speech.md.
 """
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from bl_net_tf.speech.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,12 +1,14 @@
 """Side-by-side speed of models on this machine: images/s, their ratio, the FLOP ratio, peak memory.
 
-    python -m bl_net_tf.benchmark --arch bl-resnet50 --vs keras:ResNet50 --mode infer
-    python -m bl_net_tf.benchmark --arch bl-resnext50 --vs resnext50 --vs keras:ResNet50 --mode train
-    python -m bl_net_tf.benchmark --arch export:bl-resnet50 --vs export:resnet50 --vs bl-resnet50
-    python -m bl_net_tf.benchmark --all --markdown      # the table in docs/benchmarks.md
-    python -m bl_net_tf.benchmark --suite gpu --output gpu.md   # GPU defaults; fp32 on a CPU
+``bl-net-benchmark`` (``python -m bl_net_tf.benchmark``)::
 
-Every model is built, warmed up (traced, and compiled with ``--xla on``), then the models take turns
+    bl-net-benchmark --arch=bl-resnet50 --vs=keras:ResNet50 --mode=infer
+    bl-net-benchmark --arch=bl-resnext50 --vs=resnext50 --vs=keras:ResNet50 --mode=train
+    bl-net-benchmark --arch=export:bl-resnet50 --vs=export:resnet50 --vs=bl-resnet50
+    bl-net-benchmark --suite=all          # the table in docs/benchmarks.md
+    bl-net-benchmark --suite=gpu --output=gpu.md   # GPU defaults; fp32 on a CPU
+
+Every model is built, warmed up (traced, and compiled with ``--xla=on``), then the models take turns
 one step at a time in this one process, so a machine shared with other jobs slows them alike;
 each model's figure is the median over ``--steps`` steps. ``keras:NAME`` is a
 ``keras.applications`` model with random weights; ``export:ARCH`` and ``saved_model:DIR`` time a
@@ -18,23 +20,24 @@ docs/benchmarks.md.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import statistics
 import sys
 import time
 from typing import Optional
 
-from bl_net_tf import benchmark_models
+from absl import flags
+
+from bl_net_tf import benchmark_models, cli
 from bl_net_tf.benchmark_models import check_name
-from bl_net_tf.constants import DATA_FORMATS, DEFAULT_IMAGE_SIZE, IMAGENET_CLASSES, check_positive_int
+from bl_net_tf.constants import (AUTO, DATA_FORMATS, DEFAULT_IMAGE_SIZE, DTYPE_POLICIES, IMAGENET_CLASSES,
+                                 MIXED_PRECISION, check_choice, check_positive_int)
 from bl_net_tf.models import grouped_conv
 from bl_net_tf.models.grouped_conv import IMPLEMENTATIONS, resolve_implementation
 
 MODES = ("infer", "train")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
-# --all: each Big-Little model, its plain baseline, and the keras.applications model of the same
+# --suite all: each Big-Little model, its plain baseline, and the keras.applications model of the same
 # depth where there is one (ResNeXt-50 is in ResNet-50's FLOP class, as the issue compares them).
 TABLE = (
     ("bl-resnet50", "resnet50", "keras:ResNet50"),
@@ -50,25 +53,26 @@ TABLE = (
 
 @dataclasses.dataclass(frozen=True)
 class Suite:
-    """A fixed set of comparisons, run in both modes; ``gpu_precision`` is its default dtype
-    policy where a GPU is visible (float32 elsewhere)."""
+    """A fixed set of comparisons, run in both modes; ``gpu_mixed_precision`` is its default
+    ``--mixed_precision`` where a GPU is visible (none elsewhere)."""
 
     rows: tuple
-    gpu_precision: str = "float32"
+    gpu_mixed_precision: str = "none"
 
 
 SUITES = {
     "all": Suite(TABLE),
     # The issue's GPU check: the main bL models against their baselines and keras.applications, at
     # the GPU defaults (channels_first, XLA, mixed_float16); on a CPU the same in fp32.
-    "gpu": Suite((TABLE[0], TABLE[1], TABLE[3]), gpu_precision="mixed_float16"),
+    "gpu": Suite((TABLE[0], TABLE[1], TABLE[3]), gpu_mixed_precision="float16"),
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """How every model of one comparison runs. ``data_format=None`` is the package's per-device
-    default (channels_first on a GPU); ``precision`` is a Keras dtype policy."""
+    default (channels_first on a GPU); ``mixed_precision`` as the trainer's (its Keras dtype policy
+    is :attr:`dtype_policy`)."""
 
     mode: str = "infer"
     batch_size: int = 32
@@ -77,24 +81,26 @@ class Settings:
     warmup: int = 2
     xla: bool = False
     data_format: Optional[str] = None
-    precision: str = "float32"
+    mixed_precision: str = "none"
     num_classes: int = IMAGENET_CLASSES
     grouped_conv: str = "auto"
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; allowed: {', '.join(MODES)}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
+        check_choice("mode", self.mode, MODES)
+        check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
         resolve_implementation(self.grouped_conv)
-        if self.data_format not in DATA_FORMATS + (None,):
-            raise ValueError(f"unknown data_format {self.data_format!r}; allowed: {', '.join(DATA_FORMATS)}")
+        if self.data_format is not None:
+            check_choice("data_format", self.data_format, DATA_FORMATS, more=" or None")
         for label in ("batch_size", "image_size", "steps", "num_classes"):
             check_positive_int(label, getattr(self, label))
 
+    @property
+    def dtype_policy(self) -> str:
+        return DTYPE_POLICIES[self.mixed_precision]
+
     def describe(self, with_mode: bool = True) -> str:
         return (f"{self.mode + ', ' if with_mode else ''}batch {self.batch_size} at {self.image_size}x"
-                f"{self.image_size}, {self.precision}, "
+                f"{self.image_size}, {self.dtype_policy}, "
                 f"{self.data_format}, XLA {'on' if self.xla else 'off'}, grouped conv "
                 f"{resolve_implementation(self.grouped_conv)}, median of {self.steps} steps")
 
@@ -122,7 +128,7 @@ def _device() -> str:
     return "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"
 
 
-def run(names, settings: Settings) -> list:
+def run_models(names, settings: Settings) -> list:
     """Builds ``names``, warms each up, then times them taking turns; returns one Result each."""
     import tempfile
 
@@ -130,15 +136,13 @@ def run(names, settings: Settings) -> list:
     import numpy as np
     import tensorflow as tf
 
+    from bl_net_tf.training.steps import dtype_policy
+
     for name in names:
         check_name(name, settings.mode)
-    previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(settings.precision)
     with tempfile.TemporaryDirectory(prefix="bl_net_tf_benchmark_") as workdir:
-        try:
+        with dtype_policy(settings.mixed_precision):
             contenders = [benchmark_models.build(name, settings, workdir) for name in names]
-        finally:
-            keras.config.set_dtype_policy(previous_policy)
         rng = np.random.default_rng(0)
         shape = (settings.batch_size, settings.image_size, settings.image_size, 3)
         nhwc = rng.standard_normal(shape, dtype=np.float32)
@@ -201,7 +205,7 @@ def grouped_conv_speeds(arch: str, settings: Settings, implementations=("keras",
         steps = {}
         for name in implementations:
             layer = grouped_conv.Conv2D(filters, kernel_size, strides=stride, padding=padding, groups=groups, use_bias=False,
-                                        data_format=settings.data_format, dtype=settings.precision,
+                                        data_format=settings.data_format, dtype=settings.dtype_policy,
                                         implementation=name)
             layer.build(x.shape)
             steps[name] = tf.function(_layer_step(layer, settings.mode))
@@ -332,83 +336,82 @@ def describe_device() -> str:
     return f"{model}, {os.cpu_count()} cores, no GPU; TensorFlow {tf.__version__}"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bl_net_tf.benchmark", description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", help="a registered arch, keras:NAME (keras.applications), folded:ARCH[@PRECISION] "
-                        "(the network an export serves, as Keras), export:ARCH[@PRECISION] (ARCH exported "
-                        "and served) or saved_model:DIR (an export); see bl_net_tf/benchmark_models.py")
-    parser.add_argument("--vs", action="append", default=[], help="a model to compare with (repeatable)")
-    parser.add_argument("--suite", choices=sorted(SUITES),
-                        help="a fixed set of comparisons in both modes, as markdown rows: all (every row of "
-                        "docs/benchmarks.md) or gpu (the GPU defaults: channels_first, XLA, mixed_float16; "
-                        "fp32 on a CPU)")
-    parser.add_argument("--all", action="store_true", help="the same as --suite all")
-    parser.add_argument("--mode", choices=MODES, default="infer")
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--image_size", type=int, default=DEFAULT_IMAGE_SIZE)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per model (the median is reported)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model first (tracing, XLA)")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="run each comparison this many times (models rebuilt) and summarise the speed-ups")
-    parser.add_argument("--xla", nargs="?", const="on", choices=("on", "off"),
-                        help="compile each step with XLA (jit_compile); a bare --xla is --xla on; "
-                        "default: on with a GPU, off on CPU (docs/benchmarks.md)")
-    parser.add_argument("--data_format", choices=DATA_FORMATS, help="default: channels_first on a GPU")
-    parser.add_argument("--precision", choices=PRECISIONS,
-                        help="the Keras models' dtype policy; default float32 (--suite gpu: mixed_float16 on a GPU)")
-    parser.add_argument("--num_classes", type=int, default=IMAGENET_CLASSES)
-    parser.add_argument("--grouped_conv", choices=IMPLEMENTATIONS, default="auto",
-                        help="the grouped-conv kernel of our models (see bl_net_tf/models/grouped_conv.py)")
-    parser.add_argument("--grouped_convs", action="store_true",
-                        help="time --arch's grouped convolutions alone, per implementation")
-    parser.add_argument("--markdown", action="store_true", help="print table rows instead of text")
-    parser.add_argument("--output", help="also write the device line and the markdown table to this file")
-    return parser
+PROG = "bl-net-benchmark"
+FLAGS_SPEC = {
+    "arch": (str, "The model to time: a registered arch, keras:NAME (keras.applications), "
+                  "folded:ARCH[@PRECISION] (the network an export serves, as Keras), export:ARCH[@PRECISION] "
+                  "(ARCH exported and served) or saved_model:DIR (an export); bl_net_tf/benchmark_models.py."),
+    "suite": (tuple(SUITES), "A fixed set of comparisons in both modes, as markdown rows: all (every row of "
+                             "docs/benchmarks.md) or gpu (the GPU defaults: channels_first, XLA, float16; float32 "
+                             "on a CPU)."),
+    "mode": (MODES, "Time inference or an SGD training step."),
+    "batch_size": (int, "Images per step."),
+    "steps": (int, "Timed steps per model (the median is reported)."),
+    "warmup": (int, "Untimed steps per model first (tracing, XLA)."),
+    "repeat": (int, "Run each comparison this many times (models rebuilt) and summarise the speed-ups."),
+    "grouped_conv": (IMPLEMENTATIONS, "The grouped-conv kernel of our models (bl_net_tf/models/grouped_conv.py)."),
+    "grouped_convs": (bool, "Time --arch's grouped convolutions alone, per implementation."),
+    "markdown": (bool, "Print table rows instead of text."),
+    "output": (str, "Also write the device line and the markdown table to this file."),
+}
+_DEFAULTS = dict(arch=None, suite=None, mode="infer", batch_size=32, steps=10, warmup=2, repeat=1, grouped_conv="auto",
+                 grouped_convs=False, markdown=False, output=None)
+_SHARED = dict(image_size=DEFAULT_IMAGE_SIZE, num_classes=IMAGENET_CLASSES, xla=AUTO, data_format=AUTO,
+               mixed_precision=None)
+_NOTES = {"mixed_precision": "Unset: none, or float16 with --suite gpu on a GPU.",
+          "num_classes": "Here the classifier's size: every model gets the same."}
+
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+    """The benchmark's flags, and the shared ones it takes (bl_net_tf/cli.py)."""
+    cli.define(flag_values, FLAGS_SPEC, _DEFAULTS)
+    cli.define_shared(flag_values, _SHARED, _NOTES)
+    flags.DEFINE_multi_string("vs", [], "A model to compare --arch with (repeatable), named as --arch.",
+                              flag_values=flag_values)
+
+
+def run(args: flags.FlagValues) -> int:
+    """Times what the parsed flags say."""
+    suite = SUITES.get(args.suite)
+    if not suite and not args.arch:
+        raise cli.UsageError("give --arch (and --vs) or --suite")
+    check_positive_int("repeat", args.repeat)
+    if args.grouped_convs:
+        settings = resolve_settings(args, args.mode)
+        speeds = grouped_conv_speeds(args.arch, settings)
+        print(f"{args.arch}'s grouped convolutions: {settings.describe()}")
+        for name, (seconds, rate) in speeds.items():
+            print(f"  {name:6} {seconds:7.3f} s per batch  {rate:7.1f} GFLOP/s  "
+                  f"{speeds['keras'][0] / seconds:5.1f}x keras")
+        return cli.OK
+    modes = MODES if suite else (args.mode,)
+    comparisons = [list(row) for row in suite.rows] if suite else [[args.arch] + args.vs]
+    for names in comparisons:
+        for name in names:
+            for mode in modes:
+                check_name(name, mode)
+    markdown = bool(suite) or args.markdown
+    _print(args.output, f"device: {describe_device()}", mode="w")
+    if markdown:
+        _print(args.output, f"settings: {resolve_settings(args, modes[0], suite).describe(with_mode=False)}")
+        _print(args.output, MARKDOWN_HEADER)
+    for names in comparisons:
+        for mode in modes:
+            settings = resolve_settings(args, mode, suite)
+            runs = [run_models(names, settings) for _ in range(args.repeat)]
+            for results in runs:
+                _print(args.output, format_markdown(results, settings) if markdown else
+                       format_text(results, settings))
+            if args.repeat > 1:
+                print(format_repeats(runs), flush=True)
+    if args.output:
+        print(f"wrote {args.output}")
+    return cli.OK
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    suite = SUITES["all"] if args.all else SUITES.get(args.suite)
-    if not suite and not args.arch:
-        parser.error("give --arch (and --vs), --suite or --all")
-    if args.repeat < 1:
-        parser.error(f"--repeat must be >= 1, got {args.repeat}")
-    try:
-        if args.grouped_convs:
-            settings = resolve_settings(args, args.mode)
-            speeds = grouped_conv_speeds(args.arch, settings)
-            print(f"{args.arch}'s grouped convolutions: {settings.describe()}")
-            for name, (seconds, rate) in speeds.items():
-                print(f"  {name:6} {seconds:7.3f} s per batch  {rate:7.1f} GFLOP/s  "
-                      f"{speeds['keras'][0] / seconds:5.1f}x keras")
-            return 0
-        modes = MODES if suite else (args.mode,)
-        comparisons = [list(row) for row in suite.rows] if suite else [[args.arch] + args.vs]
-        for names in comparisons:
-            for name in names:
-                for mode in modes:
-                    check_name(name, mode)
-        markdown = bool(suite) or args.markdown
-        _print(args.output, f"device: {describe_device()}", mode="w")
-        if markdown:
-            _print(args.output, f"settings: {resolve_settings(args, modes[0], suite).describe(with_mode=False)}")
-            _print(args.output, MARKDOWN_HEADER)
-        for names in comparisons:
-            for mode in modes:
-                settings = resolve_settings(args, mode, suite)
-                runs = [run(names, settings) for _ in range(args.repeat)]
-                for results in runs:
-                    _print(args.output, format_markdown(results, settings) if markdown else
-                           format_text(results, settings))
-                if args.repeat > 1:
-                    print(format_repeats(runs), flush=True)
-        if args.output:
-            print(f"wrote {args.output}")
-    except (ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    """The console script: runs the command on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    return cli.main(PROG, __doc__, define_flags, run, argv)
 
 
 def _print(output: Optional[str], text: str, mode: str = "a") -> None:
@@ -421,24 +424,20 @@ def _print(output: Optional[str], text: str, mode: str = "a") -> None:
 
 def resolve_settings(args, mode: str, suite: Optional[Suite] = None) -> Settings:
     """The Settings that parsed flags ask for: per-device defaults for what they leave out."""
+    from bl_net_tf.training.distribute import resolve_data_format, resolve_xla
+
     gpu = _has_gpu()
-    precision = args.precision or (suite.gpu_precision if suite and gpu else "float32")
+    mixed_precision = args.mixed_precision or (suite.gpu_mixed_precision if suite and gpu else "none")
+    xla = resolve_xla(args.xla, gpu)
     return Settings(mode=mode, batch_size=args.batch_size, image_size=args.image_size, steps=args.steps,
-                    warmup=args.warmup, xla=args.xla == "on" if args.xla else gpu,
-                    data_format=args.data_format or _default_data_format(),
-                    precision=precision, num_classes=args.num_classes, grouped_conv=args.grouped_conv)
+                    warmup=args.warmup, xla=xla, data_format=resolve_data_format(args.data_format, gpu, xla),
+                    mixed_precision=mixed_precision, num_classes=args.num_classes, grouped_conv=args.grouped_conv)
 
 
 def _has_gpu() -> bool:
     import tensorflow as tf
 
     return bool(tf.config.list_logical_devices("GPU"))
-
-
-def _default_data_format() -> str:
-    from bl_net_tf.models.factory import default_data_format
-
-    return default_data_format()
 
 
 if __name__ == "__main__":

@@ -170,7 +170,7 @@ def make_step(model, settings):
 
         return tf.function(infer, jit_compile=settings.xla)
     optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)  # the paper's optimizer
-    if settings.precision == "mixed_float16":
+    if settings.mixed_precision == "float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     optimizer.build(model.trainable_variables)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numbers
 
 # Layouts inside a model. Inputs are NHWC whatever the layout; weights have the same shapes in both.
-DATA_FORMATS = ("channels_first", "channels_last")
+CHANNELS_FIRST, CHANNELS_LAST = "channels_first", "channels_last"
+DATA_FORMATS = (CHANNELS_FIRST, CHANNELS_LAST)
 # How the branches of a Big-Little module merge: the paper's addition, or Table 7's concatenation.
 MERGE_KINDS = ("add", "concat")
 # Branches per bL-module: the paper's two, or Table 7's K=3.
@@ -36,11 +37,16 @@ SPEECH_MEL_BINS = 64
 SPEECH_CONTEXT_FRAMES = 49
 SPEECH_NUM_CLASSES = 32000
 
-# The trainers' choices. "auto" picks per device: channels_first and XLA on a GPU.
+# The commands' choices. AUTO picks per device (training/distribute.py): channels_first and XLA
+# with a GPU, channels_last and no XLA on the CPU.
+AUTO = "auto"
+DATA_FORMAT_MODES = (AUTO,) + DATA_FORMATS
+XLA_MODES = (AUTO, "on", "off")
 LOADERS = ("tfdata", "tensorpack")
 LR_SCHEDULES = ("cosine", "step")
-XLA_MODES = ("auto", "on", "off")
-MIXED_PRECISION = ("none", "float16", "bfloat16")
+# --mixed_precision -> the Keras dtype policy the model is built under (variables stay float32).
+DTYPE_POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+MIXED_PRECISION = tuple(DTYPE_POLICIES)
 # The arithmetic of an exported network (export --precision): bfloat16 for CPUs with AMX or
 # AVX512-BF16, float16 for GPUs.
 SERVING_PRECISIONS = ("float32", "bfloat16", "float16")

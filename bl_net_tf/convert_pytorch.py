@@ -21,10 +21,10 @@ Name contract (:func:`pytorch_name`; the Keras names are listed in ``models/resn
   se_layer.fc2; shortcut_conv, shortcut_bn -> downsample.1, downsample.2 when the block's
   shortcut starts with an average pool (a strided block), else downsample.0, downsample.1.
 
-Usage::
+Command line, ``bl-net-convert`` (``python -m bl_net_tf.convert_pytorch``)::
 
-  python -m bl_net_tf.convert_pytorch --checkpoint ImageNet-bLResNet-50-a2-b4.pth.tar \\
-      --arch bl-resnet50 --alpha 2 --beta 4 --output bl_resnet50.weights.h5
+  bl-net-convert --checkpoint=ImageNet-bLResNet-50-a2-b4.pth.tar --arch=bl-resnet50 --alpha=2 --beta=4 \\
+      --output=bl_resnet50.weights.h5
 """
 from __future__ import annotations
 
@@ -34,9 +34,10 @@ from typing import Mapping, Optional
 
 import keras
 import numpy as np
+from absl import flags
 
+from bl_net_tf import cli
 from bl_net_tf.models import create_model, registry
-from bl_net_tf.serving import cli
 
 # DataParallel's prefix on every key of the official checkpoints.
 _DATA_PARALLEL_PREFIX = "module."
@@ -167,7 +168,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], arch: str, alpha: i
                          f"(allowed: {', '.join(n for n in registry.list_models() if n.startswith('bl-'))})")
     state_dict = _strip(state_dict)
     fc = state_dict.get("fc.weight")
-    num_classes = int(fc.shape[0]) if fc is not None and len(fc.shape) == 2 else 1000
+    num_classes = int(fc.shape[0]) if fc is not None and len(fc.shape) == 2 else None  # the family's
     model = create_model(arch, alpha=alpha, beta=beta, num_classes=num_classes, input_shape=input_shape,
                          data_format=data_format, upsample="nearest")
     targets = state_dict_targets(model)
@@ -229,26 +230,36 @@ def convert_checkpoint(path: str, arch: str, alpha: int = 2, beta: int = 4, data
     return convert_state_dict(load_state_dict(path), arch, alpha, beta, data_format, input_shape)
 
 
-def _main(argv) -> None:
-    parser = cli.ArgumentParser(prog="python -m bl_net_tf.convert_pytorch",
-                                description="Converts an official PyTorch Big-Little Net checkpoint to "
-                                            "Keras .weights.h5 (load it into create_model(..., upsample='nearest')).")
-    parser.add_argument("--checkpoint", required=True, help="official .pth.tar (or a bare state dict)")
-    parser.add_argument("--arch", required=True, help="e.g. bl-resnet50, bl-resnext101-64x4d, bl-seresnext50-32x4d")
-    parser.add_argument("--alpha", type=int, default=2)
-    parser.add_argument("--beta", type=int, default=4)
-    parser.add_argument("--output", required=True, help="Keras weights file, ending in .weights.h5")
-    args = parser.parse_args(argv)
+PROG = "bl-net-convert"
+FLAGS_SPEC = {
+    "checkpoint": (str, "The official .pth.tar (or a bare state dict)."),
+    "output": (str, "The Keras weights file to write, ending in .weights.h5 (load it into "
+                    "create_model(..., upsample='nearest'))."),
+}
+
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+    """``--checkpoint``, ``--arch``, ``--alpha``, ``--beta`` (the official ones: 2 and 4), ``--output``."""
+    cli.define(flag_values, FLAGS_SPEC, dict.fromkeys(FLAGS_SPEC))
+    cli.define_shared(flag_values, cli.model_defaults("arch", "alpha", "beta"),
+                      {"arch": "A Big-Little arch of the official release: bl-resnet50/101, bl-resnext50/101 "
+                               "(32x4d, 64x4d), bl-seresnext50/101."})
+    flags.mark_flags_as_required(["checkpoint", "arch", "output"], flag_values=flag_values)
+
+
+def run(args: flags.FlagValues) -> int:
+    """Converts what the parsed flags say."""
     if not args.output.endswith(".weights.h5"):
-        raise ValueError(f"--output must end in .weights.h5, got {args.output!r}")
+        raise cli.UsageError(f"--output must end in .weights.h5, got {args.output!r}")
     model = convert_checkpoint(args.checkpoint, args.arch, args.alpha, args.beta, data_format="channels_last")
     model.save_weights(args.output)
     print(f"wrote {args.output} ({model.name}, {model.output.shape[-1]} classes, upsample=nearest)")
+    return cli.OK
 
 
 def main(argv=None) -> int:
-    """Command-line entry point; returns the exit status."""
-    return cli.run("convert_pytorch", _main, argv)
+    """The console script: runs the command on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    return cli.main(PROG, __doc__, define_flags, run, argv)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,13 @@ would choose on this node (or the ones given), and prints one verdict line per c
 
     ok    resnet      channels_first  XLA on   float16   8 GPU   loss 2.303 2.298   41.2 s
 
-Exit status 0 when every combination trains with finite losses, 1 otherwise, 2 for bad flags.
+Exit status (bl_net_tf/cli.py) 0 when every combination trains with finite losses; 1 when one does
+not, or for bad input (one line on stderr: ``--data_format=channels_first`` without a GPU or XLA,
+more ``--gpus`` than exist); 2 for a usage error (an unknown flag, a value outside its choices).
 ``TF_CONFIG`` is ignored: the doctor checks the node it runs on, not the cluster.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.metadata
 import os
@@ -27,10 +28,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from absl import flags  # noqa: E402
 
-from bl_net_tf import constants  # noqa: E402
+from bl_net_tf import cli, constants  # noqa: E402
 from bl_net_tf.models import grouped_conv, miniature  # noqa: E402
-from bl_net_tf.training import config as train_config, distribute, optimizer as optimizers, steps  # noqa: E402
+from bl_net_tf.training import distribute, optimizer as optimizers, steps  # noqa: E402
 
 PRECISIONS = constants.MIXED_PRECISION
 STEPS = 2
@@ -50,7 +52,7 @@ class Combination:
 
     def describe(self) -> str:
         return (f"{self.family:<11} {self.data_format:<15} XLA {'on ' if self.xla else 'off'}  "
-                f"{steps.POLICIES[self.precision].replace('mixed_', ''):<9}")
+                f"{constants.DTYPE_POLICIES[self.precision].replace('mixed_', ''):<9}")
 
 
 def build(family: str, strategy: tf.distribute.Strategy, *, data_format: str, precision: str):
@@ -188,46 +190,30 @@ def node_report() -> list:
 
 # ---- command line -----------------------------------------------------------------------------
 
-def _list(allowed):
-    def parse(text: str) -> tuple:
-        values = tuple(v for v in text.split(",") if v)
-        bad = [v for v in values if v not in allowed]
-        if bad or not values:
-            raise argparse.ArgumentTypeError(f"{text!r}: allowed {', '.join(allowed)} (comma-separated)")
-        return values
-    return parse
+PROG = "bl-net-doctor"
+FLAGS_SPEC = {
+    "precisions": ([*PRECISIONS], "The --mixed_precision values to check."),
+    "families": ([*miniature.FAMILIES], "The model families to check."),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="bl-net-doctor", description="Preflight for a training node: prints what it has, then trains a few "
-        "steps of each model family's miniature in each precision, as the trainer would run here; one verdict "
-        "line each, exit status 1 if any fails.")
-    parser.add_argument("--gpus", type=int, default=None,
-                        help="as the trainer's --gpus (default: every visible GPU; 0: the CPU)")
-    parser.add_argument("--data_format", choices=train_config.DATA_FORMATS, default="auto",
-                        help="as the trainer's --data_format (auto: what the trainer picks here)")
-    parser.add_argument("--xla", choices=constants.XLA_MODES, default="auto",
-                        help="as the trainer's --xla (auto: what the trainer picks here)")
-    parser.add_argument("--precisions", type=_list(PRECISIONS), default=PRECISIONS,
-                        help=f"--mixed_precision values to check (default: {','.join(PRECISIONS)})")
-    parser.add_argument("--families", type=_list(miniature.FAMILIES), default=miniature.FAMILIES,
-                        help=f"model families to check (default: {','.join(miniature.FAMILIES)})")
-    return parser
+def define_flags(flag_values: flags.FlagValues) -> None:
+    """``--gpus``, ``--data_format``, ``--xla`` as the trainer's (auto: what it picks on this node), and
+    what to check."""
+    cli.define_shared(flag_values, dict(gpus=None, data_format=constants.AUTO, xla=constants.AUTO),
+                      {"data_format": "Checks the trainer's choice on this node by default.",
+                       "xla": "Checks the trainer's choice on this node by default."})
+    cli.define(flag_values, FLAGS_SPEC, dict(precisions=PRECISIONS, families=miniature.FAMILIES))
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: flags.FlagValues) -> int:
+    """Reports the node, then trains each combination; 1 if any fails."""
     if os.environ.pop("TF_CONFIG", None) is not None:  # a cluster would wait for its other workers
         print("TF_CONFIG is set: ignored, the doctor checks this node alone", flush=True)
-    try:
-        strategy = distribute.create_strategy(args.gpus)
-        on_gpu = distribute.uses_gpu(strategy)
-        xla = distribute.resolve_xla(args.xla, on_gpu)
-        data_format = distribute.resolve_data_format(args.data_format, on_gpu, xla)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    strategy = distribute.create_strategy(args.gpus)
+    on_gpu = distribute.uses_gpu(strategy)
+    xla = distribute.resolve_xla(args.xla, on_gpu)
+    data_format = distribute.resolve_data_format(args.data_format, on_gpu, xla)
     for line in node_report():
         print(line, flush=True)
     devices = f"{strategy.num_replicas_in_sync} {'GPU' if on_gpu else 'CPU'}"
@@ -247,7 +233,12 @@ def main(argv=None) -> int:
     tf.get_logger().setLevel(log_level)
     print(f"{'all' if not failures else failures} of {len(args.precisions) * len(args.families)} combinations "
           f"{'train' if not failures else 'FAILED'}")
-    return 1 if failures else 0
+    return cli.ERROR if failures else cli.OK
+
+
+def main(argv=None) -> int:
+    """The console script: runs the command on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    return cli.main(PROG, __doc__, define_flags, run, argv)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,11 @@ signatures described in :mod:`bl_net_tf.serving.signatures`:
 
 plus TF Serving's warm-up requests (``assets.extra/tf_serving_warmup_requests``).
 
-Command line (see docs/deployment.md)::
+Command line, ``bl-net-export`` (``python -m bl_net_tf.export``; docs/deployment.md)::
 
-  python -m bl_net_tf.export --model_dir train_log/bl-resnet50-a2-b4 --export_dir models/bl_resnet50/1
-  python -m bl_net_tf.export --arch bl-resnet50 \\
-      --pytorch_checkpoint ImageNet-bLResNet-50-a2-b4.pth.tar --export_dir models/bl_resnet50/1
+  bl-net-export --model_dir=train_log/bl-resnet50-a2-b4 --export_dir=models/bl_resnet50/1
+  bl-net-export --arch=bl-resnet50 --pytorch_checkpoint=ImageNet-bLResNet-50-a2-b4.pth.tar \\
+      --export_dir=models/bl_resnet50/1
 """
 from __future__ import annotations
 
@@ -31,13 +31,14 @@ from typing import Optional, Sequence
 
 import keras
 import tensorflow as tf
+from absl import flags
 
-from bl_net_tf.constants import SERVING_PRECISIONS, check_choice
+from bl_net_tf import cli
+from bl_net_tf.constants import DEFAULT_IMAGE_SIZE, SERVING_PRECISIONS, check_choice, check_positive_int
 from bl_net_tf.data import recipe
 from bl_net_tf.data.headers import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS
-from bl_net_tf.models.layers import UPSAMPLE_MODES
-from bl_net_tf.models.resnet import MIN_INPUT_SIZE
-from bl_net_tf.serving import cli, sources, warmup
+from bl_net_tf.models.families import check_image_size
+from bl_net_tf.serving import sources, warmup
 from bl_net_tf.serving.preprocess import DEFAULT_MAX_BATCH, ServingLimits
 from bl_net_tf.serving.signatures import ServingModule, serving_network
 
@@ -48,8 +49,7 @@ logger = logging.getLogger(__name__)
 
 def _image_size(model: keras.Model, image_size: Optional[int]) -> int:
     if image_size is not None:
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_INPUT_SIZE:
-            raise ValueError(f"image_size must be an integer >= {MIN_INPUT_SIZE}, got {image_size!r}")
+        check_image_size((check_positive_int("image_size", image_size),) * 2)
         return image_size
     height, width = model.inputs[0].shape[1:3]
     if height is None or height != width:
@@ -126,44 +126,45 @@ def export_saved_model(model: keras.Model, export_dir: str, *, image_size: Optio
     return export_dir
 
 
-def _parser() -> cli.ArgumentParser:
-    parser = cli.ArgumentParser(prog="python -m bl_net_tf.export",
-                                description="Exports a Big-Little Net classifier as a TF Serving SavedModel.")
-    source = parser.add_argument_group("what to export (one of --model_dir, --weights, --pytorch_checkpoint)")
-    source.add_argument("--model_dir", help="a train_imagenet.py run: its run_config.json and latest checkpoint")
-    source.add_argument("--checkpoint", help="another checkpoint of that run (e.g. M/ckpt-5000); implies --model_dir "
-                                             "= its folder")
-    source.add_argument("--weights", help="Keras .weights.h5 (e.g. from convert_pytorch), or imagenet: the official "
-                                          "checkpoint of --arch (docs/deployment.md)")
-    source.add_argument("--pytorch_checkpoint", help="official PyTorch .pth.tar (needs torch)")
-    model = parser.add_argument_group("the network (from the run's configuration with --model_dir; "
-                                      "a flag that contradicts it is an error)")
-    model.add_argument("--arch", help="a name from bl_net_tf.list_models()")
-    model.add_argument("--alpha", type=int, help="default 2")
-    model.add_argument("--beta", type=int, help="default 4")
-    model.add_argument("--num_classes", type=int, help="default: the weights' own")
-    model.add_argument("--upsample", choices=UPSAMPLE_MODES,
-                       help="as trained; default: what the weights need (nearest for the official ones), else bilinear")
-    serving = parser.add_argument_group("serving (free to differ from the run's)")
-    serving.add_argument("--image_size", type=int,
-                         help="network input (crop) size; default: the run's evaluation size, else 224")
-    serving.add_argument("--eval_protocol", choices=recipe.EVAL_PROTOCOLS,
-                         help=f"resize before the crop (docs/data.md); default: the run's, else "
-                              f"{recipe.DEFAULT_EVAL_PROTOCOL}")
-    serving.add_argument("--class_names", help="text file, one class name per line, in class-index order "
-                                               "(default: the run's class folders)")
-    serving.add_argument("--max_batch", type=int, default=DEFAULT_MAX_BATCH,
-                         help=f"images per request (default {DEFAULT_MAX_BATCH}; docs/deployment.md)")
-    serving.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                         help=f"width x height of an image (default {DEFAULT_MAX_PIXELS})")
-    serving.add_argument("--max_aspect_ratio", type=float, default=DEFAULT_MAX_ASPECT_RATIO,
-                         help=f"longer side / shorter side of an image (default {DEFAULT_MAX_ASPECT_RATIO:g})")
-    serving.add_argument("--precision", choices=SERVING_PRECISIONS, default="float32",
-                         help="the network's arithmetic: bfloat16 for CPUs with AMX/AVX512-BF16, float16 for GPUs "
-                              "(docs/deployment.md)")
-    parser.add_argument("--export_dir", required=True, help="models/<name>/<version>, version a number")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --export_dir")
-    return parser
+PROG = "bl-net-export"
+# The export's own flags, name -> (kind, help), as bl_net_tf.cli.define takes them.
+FLAGS_SPEC = {
+    "model_dir": (str, "What to export (one of --model_dir, --checkpoint, --weights, --pytorch_checkpoint): a "
+                       "train_imagenet.py run, its run_config.json and newest restorable checkpoint."),
+    "checkpoint": (str, "Another checkpoint of that run (e.g. M/ckpt-5000); implies --model_dir = its folder."),
+    "weights": (str, "Keras .weights.h5 (e.g. from bl-net-convert), or imagenet: the official checkpoint of --arch "
+                     "(docs/deployment.md); needs --arch."),
+    "pytorch_checkpoint": (str, "Official PyTorch .pth.tar (needs torch); needs --arch."),
+    "eval_protocol": (recipe.EVAL_PROTOCOLS, f"How serving_default resizes before the centre crop (docs/data.md). "
+                                             f"Unset: the run's, else {recipe.DEFAULT_EVAL_PROTOCOL}."),
+    "class_names": (str, "Text file, one class name per line, in class-index order. Unset: the run's class folders."),
+    "max_batch": (int, "Images per request (docs/deployment.md)."),
+    "max_pixels": (int, "Width x height of an image."),
+    "max_aspect_ratio": (float, "Longer side / shorter side of an image."),
+    "precision": (SERVING_PRECISIONS, "The dtype the exported network computes in (its weights and arithmetic; "
+                                      "inputs and outputs do not change): bfloat16 for CPUs with AMX/AVX512-BF16, "
+                                      "float16 for GPUs (docs/deployment.md). Not --mixed_precision, the policy a "
+                                      "model trains under."),
+    "export_dir": (str, "models/<name>/<version>, the version a number (TF Serving loads those)."),
+    "overwrite": (bool, "Replace a non-empty --export_dir."),
+}
+_DEFAULTS = dict(model_dir=None, checkpoint=None, weights=None, pytorch_checkpoint=None, eval_protocol=None,
+                 class_names=None, max_batch=DEFAULT_MAX_BATCH, max_pixels=DEFAULT_MAX_PIXELS,
+                 max_aspect_ratio=DEFAULT_MAX_ASPECT_RATIO, precision=SERVING_PRECISIONS[0], export_dir=None,
+                 overwrite=False)
+_NOTES = {name: "Unset: the run's with --model_dir (a flag that contradicts it is an error), else create_model's "
+                "default." for name in sources.MODEL_FLAGS}
+_NOTES["image_size"] = f"Unset: the run's evaluation size, else {DEFAULT_IMAGE_SIZE}."
+_NOTES["num_classes"] = "Unset: the run's with --model_dir, else the weights' own."
+_NOTES["upsample"] = ("Unset: the run's with --model_dir, else what the weights need (nearest for the official "
+                      "ones), else bilinear.")
+
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+    """The export's flags: the model options (bl_net_tf/cli.py), unset by default, and its own."""
+    cli.define_shared(flag_values, dict.fromkeys(cli.MODEL_FLAGS), _NOTES)
+    cli.define(flag_values, FLAGS_SPEC, _DEFAULTS)
+    flags.mark_flag_as_required("export_dir", flag_values=flag_values)
 
 
 def _read_class_names(path: str) -> list:
@@ -171,8 +172,8 @@ def _read_class_names(path: str) -> list:
         return [line.strip() for line in handle if line.strip()]
 
 
-def _main(argv) -> None:
-    args = _parser().parse_args(argv)
+def run(args: flags.FlagValues) -> int:
+    """Exports what the parsed flags say."""
     # Fail before the slow part (building the model) on what can be checked up front.
     limits = ServingLimits(args.max_batch, args.max_pixels, args.max_aspect_ratio)
     _check_export_dir(args.export_dir, args.overwrite)
@@ -187,13 +188,13 @@ def _main(argv) -> None:
     print(f"exported {source.description} to {args.export_dir} ({source.image_size}x{source.image_size}, "
           f"{args.precision}, {source.eval_protocol} protocol, max_batch={limits.max_batch}, "
           f"max_pixels={limits.max_pixels}, max_aspect_ratio={limits.max_aspect_ratio:g})")
+    return cli.OK
 
 
 def main(argv=None) -> int:
-    """Command-line entry point; returns the exit status."""
-    return cli.run("export", _main, argv)
+    """The console script: runs the command on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    return cli.main(PROG, __doc__, define_flags, run, argv)
 
 
 if __name__ == "__main__":
-    logging.basicConfig(format="%(levelname)s %(message)s")  # warnings only: TF's INFO lines are noise here
     sys.exit(main())

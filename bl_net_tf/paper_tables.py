@@ -335,16 +335,19 @@ def write_flagfiles(directory: str) -> list:
 
 def main(argv=None) -> int:
     """``python -m bl_net_tf.paper_tables --write_flagfiles=DIR``: (re)writes the paper's flagfiles."""
-    import argparse
+    from absl import flags
 
-    parser = argparse.ArgumentParser(prog="python -m bl_net_tf.paper_tables", description=main.__doc__)
-    parser.add_argument("--write_flagfiles", metavar="DIR", required=True,
-                        help="write one NAME.cfg per row of Tables 1, 2, 6, 7, 8 and 11, and the fine-tuning recipes, "
-                             "here (the checkout's flags/)")
-    args = parser.parse_args(argv)
-    paths = write_flagfiles(args.write_flagfiles)
-    print(f"wrote {len(paths)} flagfiles to {args.write_flagfiles}")
-    return 0
+    from bl_net_tf import cli
+
+    def define(flag_values):
+        flags.DEFINE_string("write_flagfiles", None, "Write one NAME.cfg per row of Tables 1, 2, 6, 7, 8 and 11, and the fine-tuning recipes, into "
+                            "this folder (the checkout's flags/).", flag_values=flag_values, required=True)
+
+    def run(args):
+        paths = write_flagfiles(args.write_flagfiles)
+        print(f"wrote {len(paths)} flagfiles to {args.write_flagfiles}")
+
+    return cli.main("bl_net_tf.paper_tables", main.__doc__, define, run, argv)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,22 @@
 """Parameter and multiply-accumulate counts, the way the paper's tables count them.
 
-    python -m bl_net_tf.profile --arch bl-resnet50 --alpha 2 --beta 4 --image_size 224
-    python -m bl_net_tf.profile --paper          # every row of the paper's tables, side by side
-    python -m bl_net_tf.profile --zoo --markdown # the README's model table
+``bl-net-profile`` (``python -m bl_net_tf.profile``)::
+
+    bl-net-profile --arch=bl-resnet50 --alpha=2 --beta=4 --image_size=224
+    bl-net-profile --paper           # every row of the paper's tables, side by side
+    bl-net-profile --zoo --markdown  # the README's model table
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 
 import keras
+from absl import flags
 from keras import layers
 
-from bl_net_tf.constants import DEFAULT_IMAGE_SIZE, IMAGENET_CLASSES
+from bl_net_tf import cli
+from bl_net_tf.constants import DEFAULT_IMAGE_SIZE
 
 
 def _spatial(layer) -> int:
@@ -134,39 +137,40 @@ def _zoo_report(out, markdown: bool, image_size: int) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bl_net_tf.profile", description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", help="a registered arch (see --zoo)")
-    parser.add_argument("--alpha", type=int, default=2)
-    parser.add_argument("--beta", type=int, default=4)
-    parser.add_argument("--image_size", type=int, default=DEFAULT_IMAGE_SIZE)
-    parser.add_argument("--cardinality", type=int)
-    parser.add_argument("--base_width", type=int)
-    parser.add_argument("--merge", default="add")
-    parser.add_argument("--num_classes", type=int, default=IMAGENET_CLASSES)
-    parser.add_argument("--paper", action="store_true", help="every row of the paper's tables vs ours")
-    parser.add_argument("--zoo", action="store_true", help="every registered model at α=2, β=4")
-    parser.add_argument("--markdown", action="store_true", help="with --zoo: a markdown table")
-    args = parser.parse_args(argv)
-    try:
-        if args.paper:
-            return _paper_report(sys.stdout)
-        if args.zoo:
-            return _zoo_report(sys.stdout, args.markdown, args.image_size)
-        if not args.arch:
-            parser.error("give --arch, --paper or --zoo")
-        from bl_net_tf import create_model
+PROG = "bl-net-profile"
+FLAGS_SPEC = {
+    "paper": (bool, "Every row of the paper's tables, ours beside the paper's (docs/paper_tables.md)."),
+    "zoo": (bool, "Every registered ImageNet ResNet-family model at α=2, β=4 and --image_size."),
+    "markdown": (bool, "With --zoo: a markdown table (the README's)."),
+}
 
-        model = create_model(args.arch, alpha=args.alpha, beta=args.beta, num_classes=args.num_classes,
-                             input_shape=(args.image_size, args.image_size, 3), data_format="channels_last",
-                             cardinality=args.cardinality, base_width=args.base_width, merge=args.merge)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+    """The model options (create_model's defaults; --image_size 224) and the reports."""
+    cli.define_shared(flag_values, cli.model_defaults())
+    cli.define(flag_values, FLAGS_SPEC, dict.fromkeys(FLAGS_SPEC, False))
+
+
+def run(args: flags.FlagValues) -> int:
+    """Prints what the parsed flags ask for."""
+    if args.paper:
+        return _paper_report(sys.stdout)
+    if args.zoo:
+        return _zoo_report(sys.stdout, args.markdown, args.image_size)
+    if not args.arch:
+        raise cli.UsageError("give --arch, --paper or --zoo")
+    from bl_net_tf import create_model
+
+    model = create_model(args.arch, **cli.model_options(args), data_format="channels_last")
     macs = count_macs(model, include_fc=False)
     print(f"{model.name}: params {count_params(model) / 1e6:.2f}M  GFLOPs {macs / 1e9:.2f} "
           f"(conv MACs at {args.image_size}x{args.image_size}; with the FC: {count_macs(model) / 1e9:.3f})")
-    return 0
+    return cli.OK
+
+
+def main(argv=None) -> int:
+    """The console script: runs the command on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    return cli.main(PROG, __doc__, define_flags, run, argv)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 import dataclasses
 
 import pytest
+from absl import flags
 
 from bl_net_tf import benchmark, create_model
 from bl_net_tf.benchmark_models import check_name
@@ -23,7 +24,7 @@ def test_cli_compares_a_bl_model_with_keras_applications(capsys):
 
 
 def test_train_step_results():
-    (result,) = benchmark.run(["bl-resnet50"], benchmark.Settings(mode="train", **TINY))
+    (result,) = benchmark.run_models(["bl-resnet50"], benchmark.Settings(mode="train", **TINY))
     assert len(result.step_seconds) == 2 and result.images_per_second > 0
     assert result.macs > 0 and result.params > 20e6
     assert result.peak_bytes is None or result.peak_bytes > 0
@@ -38,22 +39,18 @@ def test_markdown_row():
 
 
 def test_unknown_model_fails_before_building_anything(capsys):
-    assert benchmark.main(["--arch", "bl-resnet50", "--vs", "keras:NoSuchNet"]) == 2
-    assert "keras.applications has no 'NoSuchNet'" in capsys.readouterr().err
-    assert benchmark.main(["--arch", "bl-resnet51"]) == 2
-    assert "unknown arch 'bl-resnet51'" in capsys.readouterr().err
-
-
-def test_bare_xla_flag_means_on():
-    parser = benchmark.build_parser()
-    assert parser.parse_args(["--arch", "bl-resnet50", "--xla"]).xla == "on"
-    assert parser.parse_args(["--arch", "bl-resnet50", "--xla", "off"]).xla == "off"
-    assert parser.parse_args(["--arch", "bl-resnet50"]).xla is None  # per device: on with a GPU
+    assert benchmark.main(["--arch", "bl-resnet50", "--vs", "keras:NoSuchNet"]) == 1
+    assert capsys.readouterr().err == "bl-net-benchmark: error: keras.applications has no 'NoSuchNet'\n"
+    assert benchmark.main(["--arch", "bl-resnet51"]) == 1
+    assert capsys.readouterr().err.startswith("bl-net-benchmark: error: unknown arch 'bl-resnet51'")
+    assert benchmark.main(["--arch", "bl-resnet50", "--mixed_precision", "mixed_float16"]) == 2  # the trainer's names
+    assert capsys.readouterr().err == ("bl-net-benchmark: error: flag --mixed_precision=mixed_float16: value should be "
+                                       "one of <none|float16|bfloat16>\n")
 
 
 def test_bad_settings_fail_at_construction():
-    with pytest.raises(ValueError, match="allowed: float32, mixed_bfloat16, mixed_float16"):
-        benchmark.Settings(precision="float64")
+    with pytest.raises(ValueError, match="allowed: none, float16, bfloat16"):
+        benchmark.Settings(mixed_precision="float64")
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +64,7 @@ def test_exports_are_timed_through_predict_images_beside_keras():
     the folded serving network and the Keras forward pass."""
     settings = benchmark.Settings(**{**TINY, "batch_size": 17})
     names = [f"export:{SMALL[1]}@bfloat16", f"folded:{SMALL[1]}", SMALL[1]]
-    results = benchmark.run(names, settings)
+    results = benchmark.run_models(names, settings)
     assert [r.name for r in results] == names
     assert all(len(r.step_seconds) == 2 and r.images_per_second > 0 for r in results)
     assert results[0].macs == results[1].macs == results[2].macs > 0
@@ -75,7 +72,7 @@ def test_exports_are_timed_through_predict_images_beside_keras():
 
 
 def test_an_existing_export_is_timed_without_a_flop_count(export_dir):
-    results = benchmark.run([f"saved_model:{export_dir}", SMALL[1]], benchmark.Settings(**TINY))
+    results = benchmark.run_models([f"saved_model:{export_dir}", SMALL[1]], benchmark.Settings(**TINY))
     assert results[0].macs is None and results[0].images_per_second > 0
     assert "FLOP ratio -" in benchmark.format_text(results, benchmark.Settings(**TINY))
 
@@ -88,10 +85,10 @@ def test_saved_model_errors(export_dir):
     with pytest.raises(ValueError, match="allowed: float32, bfloat16, float16"):
         check_name(f"export:{SMALL[0]}@int8")
     with pytest.raises(ValueError, match="takes 32x32 images; pass --image_size 32"):
-        benchmark.run([f"saved_model:{export_dir}"], benchmark.Settings(**{**TINY, "image_size": 64}))
+        benchmark.run_models([f"saved_model:{export_dir}"], benchmark.Settings(**{**TINY, "image_size": 64}))
     with pytest.raises(ValueError, match="takes at most 16 images per request; pass --batch_size 16 or export "
                                          "with --max_batch 32"):
-        benchmark.run([f"saved_model:{export_dir}"], benchmark.Settings(**{**TINY, "batch_size": 32}))
+        benchmark.run_models([f"saved_model:{export_dir}"], benchmark.Settings(**{**TINY, "batch_size": 32}))
 
 
 def test_gpu_suite_runs_in_float32_on_a_cpu_and_writes_its_table(monkeypatch, tmp_path, capsys):
@@ -111,14 +108,20 @@ def test_gpu_suite_runs_in_float32_on_a_cpu_and_writes_its_table(monkeypatch, tm
 
 def test_gpu_suite_settings_with_a_gpu(monkeypatch):
     monkeypatch.setattr(benchmark, "_has_gpu", lambda: True)
-    monkeypatch.setattr(benchmark, "_default_data_format", lambda: "channels_first")
-    parse = benchmark.build_parser().parse_args
+
+    def parse(argv):
+        flag_values = flags.FlagValues()
+        benchmark.define_flags(flag_values)
+        flag_values(["bl-net-benchmark", *argv])
+        return flag_values
+
     gpu = benchmark.resolve_settings(parse(["--suite", "gpu"]), "train", benchmark.SUITES["gpu"])
-    assert (gpu.data_format, gpu.xla, gpu.precision) == ("channels_first", True, "mixed_float16")
-    mine = benchmark.resolve_settings(parse(["--suite", "gpu", "--precision", "float32", "--xla", "off",
+    assert (gpu.data_format, gpu.xla, gpu.dtype_policy) == ("channels_first", True, "mixed_float16")
+    mine = benchmark.resolve_settings(parse(["--suite", "gpu", "--mixed_precision", "none", "--xla", "off",
                                              "--data_format", "channels_last"]), "train", benchmark.SUITES["gpu"])
-    assert (mine.data_format, mine.xla, mine.precision) == ("channels_last", False, "float32")
-    assert benchmark.resolve_settings(parse(["--suite", "all"]), "infer", benchmark.SUITES["all"]).precision == "float32"
+    assert (mine.data_format, mine.xla, mine.dtype_policy) == ("channels_last", False, "float32")
+    settings = benchmark.resolve_settings(parse(["--suite", "all"]), "infer", benchmark.SUITES["all"])
+    assert settings.dtype_policy == "float32"
 
 
 def test_repeated_runs_summarise_each_speed_up():

@@ -170,7 +170,7 @@ def test_truncated_checkpoint_is_a_clear_error(checkpoints, tmp_path, capsys):
         load_state_dict(str(truncated))
     assert main(["--checkpoint", str(truncated), "--arch", "bl-resnet50", "--output", str(tmp_path / "w.weights.h5")]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("convert_pytorch: error: cannot read PyTorch checkpoint") and err.count("\n") == 1
+    assert err.startswith("bl-net-convert: error: cannot read PyTorch checkpoint") and err.count("\n") == 1
 
 
 def test_wrong_arch_lists_the_mismatches(checkpoints):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import skimage.data
 import tensorflow as tf
-from faults import corrupt_body
+from faults import SilentDataFlow, corrupt_body, dead_worker
 from PIL import Image
 
 from bl_net_tf import training
@@ -356,10 +356,10 @@ def test_prepared_tfds_imagenet2012_gives_its_own_size_and_classes(imagenet, tmp
 
 @pytest.mark.parametrize("args, kwargs, message", [
     (("/no/such/dir", "train", 4), {}, "does not exist"),
-    ((None, "test", 4), {}, "Unknown split 'test'; allowed: train, val, validation"),
+    ((None, "test", 4), {}, "unknown split 'test'; allowed: train, val, validation"),
     ((None, "train", 4), {"loader": "torch"},
-     "Unknown loader 'torch'; allowed: tfdata, tensorpack"),
-    ((None, "train", 0), {}, "batch_size must be a positive integer"),
+     "unknown loader 'torch'; allowed: tfdata, tensorpack"),
+    ((None, "train", 0), {}, "batch_size must be an integer >= 1, got 0"),
     ((None, "train", 4), {"label_offset": 1}, "label_offset applies to TFRecord shards only"),
 ])
 def test_bad_arguments_raise_one_clear_line(imagenet, args, kwargs, message):
@@ -455,28 +455,9 @@ def test_a_stopped_producer_ends_the_epoch_instead_of_a_wait():
     assert len(_within(10, lambda: list(stream))) <= 1  # at most the batch already queued
 
 
-class _SilentDataFlow:
-    """Stands in for a ``MultiProcessRunnerZMQ`` whose workers died: nothing ever arrives."""
-
-    def __init__(self):
-        self.release = threading.Event()
-
-    def reset_state(self):
-        pass
-
-    def __iter__(self):
-        self.release.wait()
-        return iter(())
-
-
 def test_dead_workers_are_reported_instead_of_a_wait():
-    import multiprocessing
-
-    worker = multiprocessing.get_context("fork").Process(target=os._exit, args=(3,))
-    worker.start()
-    worker.join()
-    dataflow = _SilentDataFlow()
-    batches = tensorpack_loader._WorkerBatches(dataflow, workers=lambda: [worker])
+    dataflow = SilentDataFlow()
+    batches = tensorpack_loader._WorkerBatches(dataflow, workers=lambda: [dead_worker(3)])
     with pytest.raises(RuntimeError, match=r"the 1 Tensorpack worker processes ended \(exit codes 3\)"):
         _within(10, lambda: list(batches()))
     dataflow.release.set()

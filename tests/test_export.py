@@ -286,7 +286,8 @@ def test_cli_exports_a_weights_file(source_model, inputs, expected, tmp_path, ca
     capsys.readouterr()
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert err == f"export: error: export_dir {export} is not empty; pass overwrite=True (--overwrite) to replace it\n"
+    assert err == f"bl-net-export: error: export_dir {export} is not empty; pass overwrite=True (--overwrite) to " \
+                  f"replace it\n"
 
 
 def test_cli_errors_are_one_line(source_model, tmp_path, capsys):
@@ -294,16 +295,17 @@ def test_cli_errors_are_one_line(source_model, tmp_path, capsys):
     source_model.save_weights(weights)
     base = ["--num_classes", str(NUM_CLASSES), "--image_size", str(SIZE), "--export_dir", str(tmp_path / "out" / "1")]
     assert main(["--arch", "bl-resnext50", "--weights", str(weights)] + base) == 1
-    assert re.fullmatch(r"export: error: .*bl_resnet50.weights.h5 does not fit bl-resnext50 .*\n",
-                        capsys.readouterr().err)
+    assert re.fullmatch(r"bl-net-export: error: .*bl_resnet50.weights.h5 does not fit bl-resnext50.*\n", capsys.readouterr().err)
     assert main(["--arch", "bl-resnet50", "--weights", str(tmp_path / "missing.weights.h5")] + base) == 1
-    assert re.fullmatch(r"export: error: no weights file .*missing.weights.h5\n", capsys.readouterr().err)
+    assert re.fullmatch(r"bl-net-export: error: no weights file .*missing.weights.h5\n", capsys.readouterr().err)
     assert main(["--arch", "no-such-net", "--weights", str(weights)] + base) == 1
-    assert re.fullmatch(r"export: error: unknown arch 'no-such-net'; allowed: .*\n", capsys.readouterr().err)
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--arch", "bl-resnet50", "--weights", str(weights)])
-    assert exit_info.value.code == 2
-    assert capsys.readouterr().err.count("\n") == 1
+    assert re.fullmatch(r"bl-net-export: error: unknown arch 'no-such-net'; allowed: .*\n", capsys.readouterr().err)
+    assert main(["--arch", "bl-resnet50", "--weights", str(weights)]) == 2  # usage: no --export_dir
+    assert capsys.readouterr().err == ("bl-net-export: error: flag --export_dir=None: Flag --export_dir must have a "
+                                       "value other than None.\n")
+    # (a checkpoint's network against the model flags: tests/test_weights.py)
+    assert main(["--arch", "bl-resnet50", "--pytorch_checkpoint", "x.pth.tar"] + base) == 1
+    assert capsys.readouterr().err == "bl-net-export: error: no weights file or run folder at x.pth.tar\n"
     assert not (tmp_path / "out").exists()
 
 

@@ -3,9 +3,11 @@
 The trainer's build (bl-resnet50 on the demo digits, 32x32) writes run_config.json and a
 checkpoint, as a run does; the exporter rebuilds the network from that file, loads the checkpoint
 and serves the trainer's evaluation transform."""
+import glob
 import json
 import os
 import re
+import shutil
 
 import keras
 import numpy as np
@@ -96,15 +98,33 @@ def test_flags_that_contradict_the_run_are_one_line_errors(run, tmp_path, capsys
                                         "got --model_dir/--checkpoint, --weights"),
     ]:
         assert main(["--model_dir", model_dir, "--export_dir", export_dir, *flags]) == 1
-        assert capsys.readouterr().err == f"export: error: {error}\n"
+        assert capsys.readouterr().err == f"bl-net-export: error: {error}\n"
     missing = os.path.join(model_dir, "ckpt-999")
     assert main(["--checkpoint", missing, "--export_dir", export_dir]) == 1
-    assert re.fullmatch(rf"export: error: cannot load the weights of checkpoint {re.escape(missing)} into .*\n",
+    assert re.fullmatch(rf"bl-net-export: error: cannot load the weights of checkpoint {re.escape(missing)} into .*\n",
                         capsys.readouterr().err)
     assert main(["--model_dir", str(tmp_path), "--export_dir", export_dir]) == 1
-    assert capsys.readouterr().err == (f"export: error: {tmp_path / run_config.FILE_NAME} does not exist: "
+    assert capsys.readouterr().err == (f"bl-net-export: error: {tmp_path / run_config.FILE_NAME} does not exist: "
                                        f"--model_dir must be the model_dir of a train_imagenet.py run\n")
     assert not os.path.exists(export_dir)
+
+
+def test_the_newest_checkpoint_that_restores_is_exported_as_the_trainer_resumes(run, tmp_path, capsys, caplog):
+    """Checkpoints are found by their files, newest first, as the trainer finds them: a garbled
+    ``checkpoint`` state file is not read, a truncated newest checkpoint is skipped with a log line."""
+    model_dir, _ = run
+    damaged = tmp_path / "damaged"
+    shutil.copytree(model_dir, damaged)
+    (intact,) = {path.rsplit(".", 1)[0] for path in glob.glob(str(damaged / "ckpt-*.index"))}
+    for path in glob.glob(f"{intact}.*"):  # a newer copy of it, its data file cut in half
+        shutil.copy(path, path.replace(os.path.basename(intact), "ckpt-99"))
+    (data,) = glob.glob(str(damaged / "ckpt-99.data-*"))
+    os.truncate(data, os.path.getsize(data) // 2)
+    (damaged / "checkpoint").write_bytes(b"\x00 not a checkpoint state")
+    assert main(["--model_dir", str(damaged), "--export_dir", str(tmp_path / "out" / "1")]) == 0
+    assert capsys.readouterr().out.startswith(f"exported {intact} to {tmp_path / 'out' / '1'} ")
+    assert any(record.getMessage().startswith(f"skipping checkpoint {damaged / 'ckpt-99'}: it is unreadable")
+               for record in caplog.records)
 
 
 def test_a_run_of_a_custom_model_says_how_to_export_it(tmp_path, capsys):
@@ -116,5 +136,5 @@ def test_a_run_of_a_custom_model_says_how_to_export_it(tmp_path, capsys):
     session = build(tmp_path / "custom", model_fn=small)
     session.checkpointer.save()
     assert main(["--model_dir", str(tmp_path / "custom"), "--export_dir", str(tmp_path / "out" / "1")]) == 1
-    assert capsys.readouterr().err == (f"export: error: {tmp_path / 'custom'} trained a custom model (model_fn): "
+    assert capsys.readouterr().err == (f"bl-net-export: error: {tmp_path / 'custom'} trained a custom model (model_fn): "
                                        f"export it from Python with bl_net_tf.export.export_saved_model\n")

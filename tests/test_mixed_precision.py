@@ -286,9 +286,13 @@ def test_doctor_says_in_one_line_what_failed_and_refuses_bad_flags(capsys):
     # Without XLA, TF's CPU kernels have no float16 NCHW convolution: the combination fails at its step.
     ok, detail = doctor.check(doctor.Combination("shufflenet", "channels_first", False, "float16"), strategy)
     assert not ok and re.match(r"(Unimplemented|InvalidArgument)Error: .*NHWC", detail) and "\n" not in detail
-    assert doctor.main(["--data_format=channels_first", "--xla=off"]) == 2
-    assert capsys.readouterr().err.strip() == ("error: data_format=channels_first needs a GPU (TensorFlow's CPU "
-                                               "convolutions are channels_last only); use --data_format=auto")
+    assert doctor.main(["--data_format=channels_first", "--xla=off"]) == 1
+    assert capsys.readouterr().err.strip() == ("bl-net-doctor: error: data_format=channels_first needs a GPU "
+                                               "(TensorFlow's CPU convolutions are channels_last only); use "
+                                               "--data_format=auto")
+    assert doctor.main(["--precisions=float8"]) == 2
+    assert capsys.readouterr().err.strip() == ("bl-net-doctor: error: flag --precisions=['float8']: allowed: one or "
+                                               "more of none, float16, bfloat16, comma-separated")
 
 
 # ---- the workers' results ------------------------------------------------------------------------

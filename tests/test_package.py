@@ -80,18 +80,13 @@ def test_an_install_without_the_checkout_trains_paper_rows_by_name(wheel, tmp_pa
     site, empty = wheel.site, tmp_path / "empty"
     empty.mkdir()
     script = textwrap.dedent("""
-        from absl import flags
         import bl_net_tf
         from bl_net_tf.training import cli, flags as training_flags
 
         print("package:", bl_net_tf.__file__)
         print("recipes:", training_flags.recipe_dir())
-        flag_values = flags.FlagValues()
-        training_flags.define_flags(flag_values)
         for argv in (["--recipe=list"], ["--recipe=bl-resnext101-32x4d-a2-b4", "--print_config"]):
-            flag_values.unparse_flags()
-            flag_values(["bl-net-train", *training_flags.expand_recipes(argv)])
-            assert cli.run(flag_values) == 0
+            assert cli.main(argv) == 0
     """)
     env = {**os.environ, "PYTHONPATH": str(site), "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run([sys.executable, "-c", script], cwd=empty, env=env, capture_output=True, text=True,
@@ -158,13 +153,14 @@ def test_recipe_list_names_every_flagfile_with_its_paper_row(tmp_path, monkeypat
 
 
 def test_the_command_prints_the_config_without_touching_data(capsys):
-    flag_values = parse("--recipe=bl-resnet50-a2-b4", "--data_dir=/no/such/imagenet", "--gpus=8", "--print_config")
-    assert cli.run(flag_values) == 0
+    assert cli.main(["--recipe=bl-resnet50-a2-b4", "--data_dir=/no/such/imagenet", "--gpus=8", "--print_config"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert "--data_dir=/no/such/imagenet" in out and "--gpus=8" in out and "# --seed: unset" in out
-    assert cli.run(parse("--recipe=resnet50", "--epochs=0", "--print_config")) == 1
-    assert capsys.readouterr().err.strip() == "error: epochs must be an integer >= 1, got 0"
+    assert cli.main(["--recipe=resnet50", "--epochs=0", "--print_config"]) == 1
+    assert capsys.readouterr().err.strip() == "bl-net-train: error: epochs must be an integer >= 1, got 0"
+    assert cli.main(["--recipe=bl-resnet42"]) == 2
+    assert capsys.readouterr().err.startswith("bl-net-train: error: unknown recipe 'bl-resnet42'; allowed: list, ")
     # Without --data_dir the configuration is the demo's, and says so.
-    assert cli.run(parse("--print_config")) == 0
+    assert cli.main(["--print_config"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("# no --data_dir: the demo digits") and "--image_size=32" in out

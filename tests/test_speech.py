@@ -56,11 +56,12 @@ TABLE12_TRANSITIONS = [(16, 33, 64), (8, 21, 128), (4, 9, 256)]
 @pytest.mark.parametrize("label", ["a4b1", "a4b2", "a4b3", "a2b3", "a4b1cat", "pyr"])
 def test_bl_shapes_follow_table_12(models, label):
     m = models[label]
+    merged = "fuse_conv_relu" if label.endswith("cat") else "merge_relu"  # a concat is fused back to the width
     assert output_shape(m, "stem_relu") == (32, 45, 64)
     for n in (1, 2, 3):
-        assert output_shape(m, f"stage{n}_merge_relu") == TABLE12_MERGED[n - 1]
+        assert output_shape(m, f"stage{n}_{merged}") == TABLE12_MERGED[n - 1]
         assert output_shape(m, f"stage{n}_transition_out") == TABLE12_TRANSITIONS[n - 1]
-    last = "stage4_merge_relu" if label in ("a4b1", "a4b2", "a4b3", "a4b1cat") else "stage4_block2_out"
+    last = f"stage4_{merged}" if label in ("a4b1", "a4b2", "a4b3", "a4b1cat") else "stage4_block2_out"
     assert output_shape(m, last) == (4, 1, 512)
     assert output_shape(m, "head_relu") == (1, 1, 512)
     assert not auto_named_layers(m)
@@ -80,8 +81,9 @@ def test_branches_follow_table_12_and_b2(models, label, little_convs):
     little_out = output_shape(m, f"stage1_little_block{blocks}_conv{convs_in_last}")
     assert little_out == (32, 45 - 2 * little_convs, 64 // alpha)
     assert output_shape(m, "stage1_big_upsample") == (32, 35, 64)
-    if little_convs < 5:
-        assert output_shape(m, "stage1_little_crop") == (32, 35, 64)
+    if little_convs < 5:  # cropped to the big's frames, then widened to the module's 64 channels
+        assert output_shape(m, "stage1_little_crop") == (32, 35, 64 // alpha)
+    assert output_shape(m, "stage1_little_expand_bn") == (32, 35, 64)
     # The last stage branches with α = 4 (ceil(4 / β) little convolutions) and is ResNet-22's with α = 2.
     names = {layer.name for layer in m.layers}
     assert ("stage4_little_block1_conv1" in names) == (alpha == 4)

@@ -8,7 +8,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
 
 from bl_net_tf.models import speech
 from bl_net_tf.models.layers import LayerContext
@@ -124,30 +123,30 @@ def test_train_speech_cli_runs_a_step_and_reports_bad_flags(tmp_path, capsys):
     write_utterances(records, [(rng.normal(size=(6, 64, 3)).astype("float32"), rng.integers(0, 4, 6))])
 
     def run(*argv):
-        flag_values = flags.FlagValues()
-        cli.define_flags(flag_values)
-        flag_values(["train_speech.py", *argv])
-        return cli.run(flag_values)
+        return cli.main(list(argv))
 
     assert run(f"--train_records={records}", "--arch=resnet22-speech", "--num_classes=4", "--batch_size=6",
                "--epochs=1", "--xla=off", "--shuffle_buffer=0") == 0
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1][len("metrics: "):])
     assert set(metrics) == {"loss", "frame_acc"} and np.isfinite(metrics["loss"])
     assert run(f"--train_records={tmp_path}/missing-*") == 1
-    assert "error: no TFRecord files match" in capsys.readouterr().err
-    assert run(f"--eval_records={records}") == 1
-    assert capsys.readouterr().err.startswith("error: --eval_records needs --train_records")
+    assert capsys.readouterr().err.endswith("bl-net-train-speech: error: no TFRecord files match "
+                                            f"'{tmp_path}/missing-*'\n")
+    assert run(f"--eval_records={records}") == 2
+    assert capsys.readouterr().err == ("bl-net-train-speech: error: --eval_records needs --train_records (without "
+                                       "both, the demo sounds are used)\n")
     keras.backend.clear_session()
 
 
 def test_train_speech_without_records_trains_on_the_demo_sounds(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("BL_NET_TF_CACHE", str(tmp_path / "cache"))
     cli = _train_speech_cli()
-    flag_values = flags.FlagValues()
-    cli.define_flags(flag_values)
-    flag_values(["train_speech.py", "--arch=resnet22-speech", "--steps_per_epoch=1", "--epochs=1", "--batch_size=8",
-                 "--xla=off", f"--model_dir={tmp_path / 'run'}"])
-    assert cli.run(flag_values) == 0
+    assert cli.main(["--arch=bl-resnet22-speech", "--alpha=3"]) == 1  # checked before the demo sounds are written
+    assert capsys.readouterr() == ("", "bl-net-train-speech: error: alpha must divide the 64 stem channels "
+                                       "(1, 2, 4, 8, ...), got 3\n")
+    assert not os.path.exists(tmp_path / "cache")
+    assert cli.main(["--arch=resnet22-speech", "--steps_per_epoch=1", "--epochs=1", "--batch_size=8", "--xla=off",
+                     f"--model_dir={tmp_path / 'run'}"]) == 0
     out = capsys.readouterr().out
     assert "no --train_records: training on the demo sounds" in out and "--num_classes=4" in out
     metrics = json.loads(out.strip().splitlines()[-1][len("metrics: "):])

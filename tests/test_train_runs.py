@@ -243,26 +243,17 @@ def test_two_multiworker_processes_train_checkpoint_and_evaluate(tmp_path, digit
 def test_a_bad_flag_is_one_error_line_and_a_nonzero_exit():
     result = train_cli("--arch=bl-resnet42")
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith("error: unknown arch 'bl-resnet42'; allowed: ")
+    assert result.stderr.strip().splitlines()[-1].startswith("bl-net-train: error: unknown arch 'bl-resnet42'; "
+                                                             "allowed: ")
     assert "Traceback" not in result.stderr
 
 
 @pytest.fixture(scope="module")
 def app():
-    """What train_imagenet.py and bl-net-train run, in this process (flags parsed anew for each call)."""
-    from absl import flags
+    """What train_imagenet.py and bl-net-train run, in this process."""
+    from bl_net_tf.training import cli
 
-    from bl_net_tf.training import cli, flags as training_flags
-
-    flag_values = flags.FlagValues()
-    training_flags.define_flags(flag_values)
-
-    def main(*argv):
-        flag_values.unparse_flags()
-        flag_values(["train_imagenet.py", *argv])
-        return cli.run(flag_values)
-
-    return main
+    return lambda *argv: cli.main(list(argv))
 
 
 def test_bad_input_fails_with_one_line(app, tmp_path, capsys):
@@ -299,5 +290,5 @@ def test_bad_input_fails_with_one_line(app, tmp_path, capsys):
     for argv, message in cases:
         assert app(*argv) == 1, argv
         err = capsys.readouterr().err.strip().splitlines()
-        assert err and err[-1].startswith(message), (argv, err[-1:])
+        assert err and err[-1].startswith(f"bl-net-train: {message}"), (argv, err[-1:])
         assert not any(line.startswith("Traceback") for line in err), argv

@@ -2,7 +2,7 @@
 
 See docs/data.md for the supported layouts, the loaders and the demo data set.
 """
-from bl_net_tf.data.imagenet import LOADERS, SPLITS, imagenet_dataset
+from bl_net_tf.data.imagenet import SPLITS, imagenet_dataset
 from bl_net_tf.data.skipped import SkippedFiles
 
-__all__ = ["LOADERS", "SPLITS", "SkippedFiles", "imagenet_dataset"]
+__all__ = ["SPLITS", "SkippedFiles", "imagenet_dataset"]

@@ -1,7 +1,7 @@
 """Measures the images/s of an ImageNet loader.
 
-    python -m bl_net_tf.data.benchmark --data_dir D --loader tfdata|tensorpack \\
-        --split train|val --batch_size 64 --batches 50 [--runs 3]
+    python -m bl_net_tf.data.benchmark --data_dir=D --loader=tfdata|tensorpack \\
+        --split=train|val --batch_size=64 --batches=50 [--runs=3]
 
 Pulls ``--warmup`` batches first (start-up, worker processes, autotuning), then
 times ``--runs`` windows of ``--batches`` batches each and prints the images/s of
@@ -9,15 +9,17 @@ each window and their median. It also prints the CPU time spent per image by
 this process and its worker processes, which, unlike images/s, does not depend
 on what else the machine is running.
 """
-import argparse
 import dataclasses
 import os
 import statistics
+import sys
 import time
 
+from absl import flags
 from tqdm import tqdm
 
-from bl_net_tf.data.imagenet import LOADERS, SPLITS, imagenet_dataset
+from bl_net_tf import cli
+from bl_net_tf.data.imagenet import SPLITS, imagenet_dataset
 
 
 def cpu_seconds() -> float:
@@ -58,18 +60,24 @@ def measure(dataset, *, batches: int, warmup: int, runs: int) -> list:
     return results
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Images/s of an ImageNet input pipeline.")
-    parser.add_argument("--data_dir", required=True)
-    parser.add_argument("--loader", choices=LOADERS, default="tfdata")
-    parser.add_argument("--split", choices=sorted(SPLITS), default="train")
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--batches", type=int, default=50, help="batches per timed run")
-    parser.add_argument("--warmup", type=int, default=10, help="batches before timing")
-    parser.add_argument("--runs", type=int, default=1, help="timed runs; the median is printed")
-    parser.add_argument("--image_size", type=int, default=224)
-    args = parser.parse_args(argv)
+FLAGS_SPEC = {
+    "split": (tuple(SPLITS), "The split to read."),
+    "batch_size": (int, "Images per batch."),
+    "batches": (int, "Batches per timed run."),
+    "warmup": (int, "Batches before timing."),
+    "runs": (int, "Timed runs; the median is printed."),
+}
 
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+    """``--data_dir`` (required), ``--loader``, ``--image_size`` as the trainer's, and the timing flags."""
+    cli.define_shared(flag_values, {"data_dir": None, **cli.defaults_of(imagenet_dataset, ("loader", "image_size"))})
+    cli.define(flag_values, FLAGS_SPEC, dict(split="train", batch_size=64, batches=50, warmup=10, runs=1))
+    flags.mark_flag_as_required("data_dir", flag_values=flag_values)
+
+
+def run(args: flags.FlagValues) -> int:
+    """Times the loader the parsed flags name."""
     dataset = imagenet_dataset(args.data_dir, args.split, args.batch_size, loader=args.loader,
                                image_size=args.image_size)
     results = measure(dataset, batches=args.batches, warmup=args.warmup, runs=args.runs)
@@ -81,7 +89,13 @@ def main(argv=None) -> None:
           f"{statistics.median(r.cpu_ms_per_image for r in results):.2f} ms CPU per image "
           f"(median of {len(results)}, batch {args.batch_size}, {args.image_size}px, "
           f"{len(os.sched_getaffinity(0))} CPUs)")
+    return cli.OK
+
+
+def main(argv=None) -> int:
+    """Runs the command on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    return cli.main("bl_net_tf.data.benchmark", __doc__, define_flags, run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

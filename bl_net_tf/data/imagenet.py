@@ -1,22 +1,15 @@
 """``imagenet_dataset``: the one entry point of the ImageNet input pipelines."""
-import numbers
-
 import tensorflow as tf
 
+from bl_net_tf.constants import DEFAULT_IMAGE_SIZE, LOADERS, check_choice, check_positive_int
 from bl_net_tf.data import folder, recipe, sources, tensorpack_loader, tfdata_loader
 from bl_net_tf.data.skipped import SkippedFiles
 
 SPLITS = {"train": "train", "val": "val", "validation": "val"}
-LOADERS = ("tfdata", "tensorpack")
-
-
-def _positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 
 
 def imagenet_dataset(data_dir: str, split: str, batch_size: int, *, loader: str = "tfdata",
-                     image_size: int = 224, eval_image_size=None, shuffle=None, seed=None,
+                     image_size: int = DEFAULT_IMAGE_SIZE, eval_image_size=None, shuffle=None, seed=None,
                      drop_remainder=None, input_context=None, label_offset=None,
                      skipped=None, eval_protocol: str = recipe.DEFAULT_EVAL_PROTOCOL) -> tf.data.Dataset:
     """ImageNet batches ``(images uint8 [B, H, W, 3] RGB, labels int32 [B])``.
@@ -57,14 +50,12 @@ def imagenet_dataset(data_dir: str, split: str, batch_size: int, *, loader: str 
     Raises:
         ValueError: on a missing ``data_dir``, an unknown split or loader, or no data.
     """
-    if split not in SPLITS:
-        raise ValueError(f"Unknown split {split!r}; allowed: {', '.join(SPLITS)}.")
-    if loader not in LOADERS:
-        raise ValueError(f"Unknown loader {loader!r}; allowed: {', '.join(LOADERS)}.")
-    _positive_int("batch_size", batch_size)
-    _positive_int("image_size", image_size)
+    check_choice("split", split, SPLITS)
+    check_choice("loader", loader, LOADERS)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("image_size", image_size)
     if eval_image_size is not None:
-        _positive_int("eval_image_size", eval_image_size)
+        check_positive_int("eval_image_size", eval_image_size)
     recipe.check_eval_protocol(eval_protocol)
     split = SPLITS[split]
     train = split == "train"

@@ -5,10 +5,10 @@ class is one photograph, and its images are random crops of it resized to the
 size of a typical ImageNet JPEG (500x375, landscape or portrait). Needs
 scikit-image (the ``test`` extra).
 
-    python -m bl_net_tf.data.sample_photos DIR [--per_class 50] [--val_per_class 10]
+    python -m bl_net_tf.data.sample_photos --data_dir=DIR [--per_class=50] [--val_per_class=10]
 """
-import argparse
 import os
+import sys
 
 import numpy as np
 
@@ -70,17 +70,25 @@ def write(root: str, *, classes: int = len(PHOTOS), per_class: int = 50, val_per
     return root
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("root", help="folder to write train/ and val/ into")
-    parser.add_argument("--classes", type=int, default=len(PHOTOS))
-    parser.add_argument("--per_class", type=int, default=50)
-    parser.add_argument("--val_per_class", type=int, default=10)
-    args = parser.parse_args(argv)
-    write(args.root, classes=args.classes, per_class=args.per_class,
-          val_per_class=args.val_per_class)
-    print(args.root)
+def main(argv=None) -> int:
+    """Runs the command on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    from absl import flags
+
+    from bl_net_tf import cli
+
+    def define(flag_values):
+        cli.define_shared(flag_values, {"data_dir": None}, {"data_dir": "Written here: train/ and val/."})
+        cli.define(flag_values, {"classes": (int, f"Classes, one photograph each (at most {len(PHOTOS)})."),
+                                 "per_class": (int, "Training images per class."),
+                                 "val_per_class": (int, "Validation images per class.")},
+                   cli.defaults_of(write, ("classes", "per_class", "val_per_class")))
+        flags.mark_flag_as_required("data_dir", flag_values=flag_values)
+
+    def run(args):
+        print(write(args.data_dir, classes=args.classes, per_class=args.per_class, val_per_class=args.val_per_class))
+
+    return cli.main("bl_net_tf.data.sample_photos", __doc__, define, run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

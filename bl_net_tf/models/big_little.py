@@ -3,8 +3,9 @@
 Two branches see the same input: the Big-Branch (the original network's blocks minus the one
 shared transition block, at half resolution) and the Little-Branch (about 1/β of the blocks at
 1/α of the width, at full resolution). The big output is upsampled, the little one widened by a
-1x1 conv + BN, the two are added and passed through a ReLU, and one fusion bottleneck (which also
-carries the module's stride) mixes them.
+1x1 conv + BN, the two are added and passed through a ReLU (:func:`merge_branches`, the merge of
+every family: ShuffleNetV2 and the speech models use it too), and one fusion bottleneck (which
+also carries the module's stride) mixes them.
 
 The paper's ablations (Appendix A.4, Tables 7 and 8) are options of the same two functions:
 
@@ -51,9 +52,9 @@ The paper's ablations (Appendix A.4, Tables 7 and 8) are options of the same two
   module (the Big-Branch at 14/7/4), 27.32M / 2.31 (-41%).
 
 Layer names: ``{stage}_big_*``, ``{stage}_little_*``, ``{stage}_middle_*`` (K=3),
-``{stage}_little_expand_conv/bn``, ``{stage}_middle_expand_conv/bn``, ``{stage}_big_pool``,
-``{stage}_big_upsample``, ``{stage}_middle_upsample``, ``{stage}_merge`` (Add or Concatenate),
-``{stage}_merge_relu``, ``{stage}_fusion_block1_*``, ``stage2_pool`` (K=3: the first module's max-pool).
+``{stage}_big_pool``; the merge's ``{stage}_{branch}_expand_conv/bn`` (a 1x1 conv + BN widening a
+thinner branch), ``{stage}_{branch}_upsample``, ``{stage}_merge`` (Add or Concatenate) and
+``{stage}_merge_relu``; ``{stage}_fusion_block1_*``, ``stage2_pool`` (K=3: the first module's max-pool).
 """
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ from typing import Any, Optional
 from keras import layers
 
 from bl_net_tf.models.blocks import stack
-from bl_net_tf.models.layers import LayerContext, ResizeLike, avg_pool_3x3_s2, conv_bn
+from bl_net_tf.models.layers import LayerContext, ResizeLike, avg_pool_3x3_s2, conv_bn, max_pool_3x3_s2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +86,12 @@ def little_blocks(blocks: int, beta: int) -> int:
     return max(1, blocks // beta - 1)
 
 
+def little_depth(depth: int, beta: int) -> int:
+    """ceil(L / β): the Little-Branch's depth in the speech models (convolutions, Appendix B.2) and
+    in bL-ShuffleNetV2 (units), for a Big-Branch of depth L."""
+    return -(-depth // beta)
+
+
 def _thin(cardinality: int, base_width: int, divisor: int) -> dict:
     """Block widths for a branch ``divisor`` times thinner than the big one: ResNeXt keeps the group
     width by using cardinality/divisor groups of base_width*divisor channels."""
@@ -93,13 +100,51 @@ def _thin(cardinality: int, base_width: int, divisor: int) -> dict:
     return dict(cardinality=1, base_width=base_width)
 
 
+def merge_branches(ctx: LayerContext, branches: dict, *, kind: str, channels: int, name: str, expand=None,
+                   resize: bool = True):
+    """The Big-Little merge of every family (Section 3.1's S_k; official blresnet.py), of two or more
+    branches, by addition or concatenation.
+
+    For an addition the branches named in ``expand`` get a 1x1 conv + BN to ``channels`` at their own
+    resolution (``{name}_{branch}_expand_conv`` / ``_expand_bn``; a concatenation keeps each branch's
+    width); each branch but the last is resized onto the last one's grid (``{name}_{branch}_upsample``,
+    ``ctx.upsample``; ``resize=False`` when they all are on it already, as in the stem module); then
+    they are added or concatenated along the channels (``{name}_merge``) and pass a ReLU
+    (``{name}_merge_relu``).
+
+    Args:
+      branches: ``{branch name: map}`` in the order they are merged: the Big-Branch first, the
+        full-resolution Little-Branch last.
+      kind: ``"add"`` (the paper) or ``"concat"`` (Table 7).
+      channels: the module's width, which an addition brings the expanded branches to.
+      expand: the branches widened for an addition; default every one but the Big-Branch (the
+        official ``little_e``, there even when α = 1).
+    """
+    names = list(branches)
+    expand = names[1:] if expand is None else expand
+    merged = []
+    for i, (branch, y) in enumerate(branches.items()):
+        if kind == "add" and branch in expand:
+            y = conv_bn(ctx, y, channels, 1, name=f"{name}_{branch}_expand_conv", bn_name=f"{name}_{branch}_expand_bn",
+                        relu=False)
+        if resize and i < len(names) - 1:
+            y = ResizeLike(ctx.upsample, ctx.data_format, name=f"{name}_{branch}_upsample")([y, branches[names[-1]]])
+        merged.append(y)
+    if kind == "add":
+        y = layers.Add(name=f"{name}_merge")(merged)
+    else:
+        y = layers.Concatenate(axis=ctx.channel_axis, name=f"{name}_merge")(merged)
+    return layers.ReLU(name=f"{name}_merge_relu")(y)
+
+
 def stem_module(ctx: LayerContext, x, *, alpha: int, name: str = "stage1", merge: Optional[str] = "add"):
     """The first bL-module on the 112x112 stem output (Table 4, row 2).
 
-    big: 3x3/s2 conv + BN; little: 3x3 conv at C/α, 3x3/s2 conv, 1x1 conv back to C (each + BN);
-    add, ReLU, then a 1x1 conv + BN + ReLU that fuses them. Both branches stride, so no upsampling.
-    ``merge="concat"``: the big conv gives C(1 - 1/α), the little drops its 1x1; ``merge=None``
-    returns :class:`Unmerged` with the fusion conv applied to the big alone.
+    big: 3x3/s2 conv + BN; little: 3x3 conv at C/α, 3x3/s2 conv, 1x1 conv back to C (each + BN; the
+    official ``l_conv0..2``, so the 1x1 is the branch's own ``{name}_little_conv3`` here, not an
+    expand conv); the merge, then a 1x1 conv + BN + ReLU that fuses them. Both branches stride, so
+    nothing is resized. ``merge="concat"``: the big conv gives C(1 - 1/α), the little drops its 1x1;
+    ``merge=None`` returns :class:`Unmerged` with the fusion conv applied to the big alone.
     """
     channels = ctx.channels(x)
     big_channels = channels - channels // alpha if merge == "concat" else channels
@@ -114,10 +159,8 @@ def stem_module(ctx: LayerContext, x, *, alpha: int, name: str = "stage1", merge
     if merge == "add":
         little = conv_bn(ctx, little, channels, 1, name=f"{name}_little_conv3", bn_name=f"{name}_little_bn3",
                          relu=False)
-        y = layers.Add(name=f"{name}_merge")([big, little])
-    else:
-        y = layers.Concatenate(axis=ctx.channel_axis, name=f"{name}_merge")([big, little])
-    y = layers.ReLU(name=f"{name}_merge_relu")(y)
+    y = merge_branches(ctx, {"big": big, "little": little}, kind=merge, channels=channels, name=name, expand=(),
+                       resize=False)
     return conv_bn(ctx, y, channels, 1, name=f"{name}_fusion_conv", bn_name=f"{name}_fusion_bn")
 
 
@@ -129,11 +172,10 @@ def bl_module(ctx: LayerContext, x, planes: int, blocks: int, *, alpha: int, bet
     ``x`` is a tensor, or the :class:`Unmerged` branches of the previous module. Returns
     ``(output, merged)``: ``merged`` is the full-resolution map after the merge (a detection
     feature tap), ``output`` the fusion block's result at the module's ``stride``. With
-    ``merge=None`` it returns ``(Unmerged(...), None)`` instead (see the module docstring).
+    ``merge=None`` (two branches, a stride-2 transition: models/resnet.py's MERGE_LAYOUTS) it
+    returns ``(Unmerged(...), None)`` instead (see the module docstring).
     """
     block = dict(cardinality=cardinality, base_width=base_width, se=se)
-    if merge is None and (branches != 2 or stride != 2):
-        raise ValueError(f"{name}: only a two-branch module with a stride-2 transition can skip its merge")
     if branches == 3:
         return three_branch_module(ctx, x, planes, blocks, alpha=alpha, beta=beta, stride=stride, name=name,
                                    **block)
@@ -148,16 +190,7 @@ def bl_module(ctx: LayerContext, x, planes: int, blocks: int, *, alpha: int, bet
     if merge is None:
         big = stack(ctx, big, planes, 1, name=f"{name}_fusion", **block)
         return Unmerged(big, little, little_stride=2), None
-    # Onto the little's grid: the module input's, unless the little strides (after an unmerged module).
-    like = little_in if little_stride == 1 else little
-    big = ResizeLike(ctx.upsample, ctx.data_format, name=f"{name}_big_upsample")([big, like])
-    if merge == "add":
-        little = conv_bn(ctx, little, planes, 1, name=f"{name}_little_expand_conv",
-                         bn_name=f"{name}_little_expand_bn", relu=False)
-        merged = layers.Add(name=f"{name}_merge")([big, little])
-    else:
-        merged = layers.Concatenate(axis=ctx.channel_axis, name=f"{name}_merge")([big, little])
-    merged = layers.ReLU(name=f"{name}_merge_relu")(merged)
+    merged = merge_branches(ctx, {"big": big, "little": little}, kind=merge, channels=planes, name=name)
     out = stack(ctx, merged, planes, 1, stride=stride, name=f"{name}_fusion", **block)
     return out, merged
 
@@ -174,22 +207,14 @@ def three_branch_module(ctx: LayerContext, x, planes: int, blocks: int, *, alpha
     block = dict(cardinality=cardinality, base_width=base_width, se=se)
     pooled = avg_pool_3x3_s2(ctx, x, name=f"{name}_big_pool")
     big = stack(ctx, pooled, planes, blocks - 1, stride=2, last_relu=False, name=f"{name}_big", **block)
-    big = ResizeLike(ctx.upsample, ctx.data_format, name=f"{name}_big_upsample")([big, x])
     middle = stack(ctx, x, planes // alpha, little_blocks(blocks, beta), stride=2, name=f"{name}_middle", se=se,
                    **_thin(cardinality, base_width, alpha))
-    middle = conv_bn(ctx, middle, planes, 1, name=f"{name}_middle_expand_conv", bn_name=f"{name}_middle_expand_bn",
-                     relu=False)
-    middle = ResizeLike(ctx.upsample, ctx.data_format, name=f"{name}_middle_upsample")([middle, x])
     little = stack(ctx, x, planes // alpha ** 2, little_blocks(blocks, beta ** 2), name=f"{name}_little", se=se,
                    **_thin(cardinality, base_width, alpha ** 2))
-    little = conv_bn(ctx, little, planes, 1, name=f"{name}_little_expand_conv", bn_name=f"{name}_little_expand_bn",
-                     relu=False)
-    merged = layers.Add(name=f"{name}_merge")([big, middle, little])
-    merged = layers.ReLU(name=f"{name}_merge_relu")(merged)
+    merged = merge_branches(ctx, {"big": big, "middle": middle, "little": little}, kind="add", channels=planes,
+                            name=name)
     if fusion:
         return stack(ctx, merged, planes, 1, stride=stride, name=f"{name}_fusion", **block), merged
     if stride == 1:
         return merged, merged
-    out = layers.ZeroPadding2D(1, data_format=ctx.data_format, name=f"{name}_pool_pad")(merged)
-    out = layers.MaxPooling2D(3, strides=2, data_format=ctx.data_format, name=f"{name}_pool")(out)
-    return out, merged
+    return max_pool_3x3_s2(ctx, merged, name=f"{name}_pool"), merged

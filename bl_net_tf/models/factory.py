@@ -15,6 +15,9 @@ from bl_net_tf.models.families import FAMILIES, Family
 from bl_net_tf.models.layers import ImageNetNormalization, LayerContext
 from bl_net_tf.models.resnet import DEFAULT_MERGES, BigLittleOptions
 
+# The NHWC -> NCHW transpose at the input of a channels_first model (serving/layout.py undoes it).
+TO_CHANNELS_FIRST_DIMS = (3, 1, 2)
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelOptions:
@@ -225,7 +228,7 @@ def build_model(options: ModelOptions) -> keras.Model:
     inputs = keras.Input(shape=options.input_shape, name="images")
     x = ImageNetNormalization(name="normalize")(inputs) if options.include_preprocessing else inputs
     if data_format == "channels_first":
-        x = layers.Permute((3, 1, 2), name="to_channels_first")(x)
+        x = layers.Permute(TO_CHANNELS_FIRST_DIMS, name="to_channels_first")(x)
     bl = BigLittleOptions(alpha=options.alpha, beta=options.beta, merge=options.merge, branches=options.branches,
                           merges=options.merges)
     family = options.family

@@ -11,7 +11,7 @@ import dataclasses
 import keras
 from keras import layers, ops
 
-from bl_net_tf.constants import UPSAMPLE_MODES
+from bl_net_tf.constants import UPSAMPLE_MODES, check_choice
 from bl_net_tf.models import batch_norm as fused_batch_norm
 from bl_net_tf.models import grouped_conv
 
@@ -96,6 +96,14 @@ def conv_bn(ctx: LayerContext, x, filters: int, kernel_size: int, *, name: str, 
     return x
 
 
+def max_pool_3x3_s2(ctx: LayerContext, x, *, name: str):
+    """3x3 stride-2 max pooling after one pixel of zero padding (``{name}_pad``), as PyTorch's
+    ``MaxPool2d(3, 2, padding=1)`` on the non-negative maps it follows (ResNet's and ShuffleNetV2's
+    stem)."""
+    x = layers.ZeroPadding2D(1, data_format=ctx.data_format, name=f"{name}_pad")(x)
+    return layers.MaxPooling2D(3, strides=2, data_format=ctx.data_format, name=name)(x)
+
+
 def avg_pool_3x3_s2(ctx: LayerContext, x, *, name: str):
     """3x3 stride-2 average pooling with one pixel of zero padding counted in the average
     (PyTorch's ``AvgPool2d(3, 2, padding=1)``, ``count_include_pad=True``)."""
@@ -147,9 +155,7 @@ class ResizeLike(layers.Layer):
 
     def __init__(self, method: str = "bilinear", data_format: str = "channels_last", **kwargs):
         super().__init__(**kwargs)
-        if method not in UPSAMPLE_MODES:
-            raise ValueError(f"unknown upsample {method!r}; allowed: {', '.join(UPSAMPLE_MODES)}")
-        self.method = method
+        self.method = check_choice("upsample", method, UPSAMPLE_MODES)
         self.data_format = data_format
 
     def _hw_axes(self):

@@ -10,7 +10,7 @@ still contains every kind of layer whose dtype or data format matters, built by 
                 bilinearly upsampled branches); the 3x3/s2 average-pooling shortcuts, the grouped
                 convolutions, the fused BatchNorm, the classifier head.
 ``speech``      a three-branch and a two-branch speech bL-module (frequency-only strides and bilinear
-                upsampling, time crops, 1x1 match convs, transitions), a plain stage and the speech
+                upsampling, time crops, 1x1 expand convs, transitions), a plain stage and the speech
                 head; it reads just enough frames for one prediction.
 ``shufflenet``  a bL-ShuffleNetV2 stage (average-pooled Big-Branch, Little-Branch, bilinear
                 upsampling, add), a plain stage (depthwise convolutions, channel split and shuffle)
@@ -25,7 +25,8 @@ import keras
 from keras import layers
 
 from bl_net_tf.models import big_little, blocks, resnet, shufflenet, speech
-from bl_net_tf.models.layers import ImageNetNormalization, LayerContext, conv_bn
+from bl_net_tf.models.factory import TO_CHANNELS_FIRST_DIMS
+from bl_net_tf.models.layers import ImageNetNormalization, LayerContext, conv_bn, max_pool_3x3_s2
 
 FAMILIES = ("resnet", "speech", "shufflenet")
 IMAGE_SIZE = 32
@@ -74,8 +75,7 @@ def _resnet(ctx: LayerContext, x):
 
 def _shufflenet(ctx: LayerContext, x):
     x = conv_bn(ctx, x, SHUFFLE_CHANNELS[0] // 2, 3, strides=2, name="stem_conv", bn_name="stem_bn")
-    x = layers.ZeroPadding2D(1, data_format=ctx.data_format, name="stage1_pool_pad")(x)
-    x = layers.MaxPooling2D(3, strides=2, data_format=ctx.data_format, name="stage1_pool")(x)
+    x = max_pool_3x3_s2(ctx, x, name="stage1_pool")
     x = shufflenet.bl_shuffle_stage(ctx, x, SHUFFLE_CHANNELS[0], 1, alpha=ALPHA, beta=2, name="stage2")
     x = shufflenet.shuffle_stack(ctx, x, SHUFFLE_CHANNELS[1], 2, stride=2, name="stage3")
     return conv_bn(ctx, x, SHUFFLE_CHANNELS[2], 1, name="head_conv", bn_name="head_bn")
@@ -94,7 +94,7 @@ def build(family: str, *, data_format: str, num_classes: int = 10, image_size: i
     inputs = keras.Input(input_shape(family, image_size), name="images")
     x = inputs if family == "speech" else ImageNetNormalization(name="normalize")(inputs)
     if data_format == "channels_first":
-        x = layers.Permute((3, 1, 2), name="to_channels_first")(x)
+        x = layers.Permute(TO_CHANNELS_FIRST_DIMS, name="to_channels_first")(x)
     if family == "speech":
         x = speech.build_speech_layout(ctx, x, SPEECH_LAYOUT, stem_channels=SPEECH_CHANNELS)[-1]
         logits = speech.speech_head(ctx, x, num_classes, channels=SPEECH_CHANNELS)

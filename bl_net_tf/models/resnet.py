@@ -21,10 +21,9 @@ import dataclasses
 import keras
 from keras import layers
 
-from bl_net_tf.constants import MIN_INPUT_SIZE  # noqa: F401  (export.py imports it from here)
 from bl_net_tf.models.big_little import Unmerged, bl_module, stem_module, three_branch_module
 from bl_net_tf.models.blocks import EXPANSION, stack
-from bl_net_tf.models.layers import LOGITS_DTYPE, LayerContext, conv_bn
+from bl_net_tf.models.layers import LOGITS_DTYPE, LayerContext, conv_bn, max_pool_3x3_s2
 from bl_net_tf.models.registry import ArchSpec
 
 STEM_CHANNELS = 64
@@ -118,8 +117,7 @@ def build_resnet(spec: ArchSpec, ctx: LayerContext, inputs, *, bl: BigLittleOpti
         # 1.29 / 2.22 GFLOPs exactly (and 25.60M params for ResNet-50-lowres).
         x = conv_bn(ctx, x, STEM_CHANNELS, 3, strides=2, name="stage1_big_conv", bn_name="stage1_big_bn")
         x = conv_bn(ctx, x, STEM_CHANNELS, 1, name="stage1_fusion_conv", bn_name="stage1_fusion_bn")
-    x = layers.ZeroPadding2D(1, data_format=ctx.data_format, name="stage1_pool_pad")(x)
-    x = layers.MaxPooling2D(3, strides=2, data_format=ctx.data_format, name="stage1_pool")(x)
+    x = max_pool_3x3_s2(ctx, x, name="stage1_pool")
     features = []
     for i, (planes, blocks) in enumerate(zip(STAGE_PLANES, spec.blocks)):
         x = stack(ctx, x, planes, blocks, stride=1 if i == 0 else 2, name=f"stage{i + 2}", **block)

@@ -16,7 +16,7 @@ FLOP count of Table 9 and the 1x and 2x parameter counts within 3%:
     resolution; its output is upsampled bilinearly to the stage's resolution;
   * the Little-Branch runs ceil(units/β) units at width/α at the stage's own resolution (its first
     unit strides), then a 1x1 conv + BN to the stage's width;
-  * the branches are added and passed through a ReLU.
+  * the branches are added and passed through a ReLU (big_little.merge_branches, as every family).
 Measured and rejected (1x at 256, Table 9: 150 MFLOPs): keeping each stage's strided unit at full
 resolution as a transition before the module (bL-ResNet's fusion block, the speech models'
 transition layer) costs 189 MFLOPs with bL stages 2-3 and 198 with 2-4, since ShuffleNet units are
@@ -31,7 +31,7 @@ Layer names:
   ..._branch1_dw / _branch1_conv                  a strided unit's shortcut branch
   ..._branch2_conv1 / _branch2_dw / _branch2_conv2   the unit's main branch (each with _bn)
   ..._split, ..._concat, ..._shuffle
-  stage{n}_little_match_conv / _bn, stage{n}_big_upsample, stage{n}_merge, stage{n}_merge_relu
+  stage{n}_little_expand_conv / _bn, stage{n}_big_upsample, stage{n}_merge, stage{n}_merge_relu
   head_conv, head_bn                              the 1x1 conv to 1024 / 2048 channels
   head_pool, head_fc                              global average pooling and the logits
 """
@@ -40,7 +40,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from bl_net_tf.models.layers import CONV_INIT, LayerContext, ResizeLike, avg_pool_3x3_s2, batch_norm, conv_bn
+from bl_net_tf.models.big_little import little_depth, merge_branches
+from bl_net_tf.models.layers import CONV_INIT, LayerContext, avg_pool_3x3_s2, batch_norm, conv_bn, max_pool_3x3_s2
 from bl_net_tf.models.registry import ArchSpec
 
 STEM_CHANNELS = 24
@@ -137,11 +138,6 @@ def shuffle_stack(ctx: LayerContext, x, channels: int, units: int, *, name: str,
     return x
 
 
-def little_units(units: int, beta: int) -> int:
-    """ceil(units / β) units in the Little-Branch (the speech models' rule, Appendix B.2)."""
-    return -(-units // beta)
-
-
 def check_alpha(spec: ArchSpec, alpha: int) -> None:
     """Raises ValueError for an α that leaves a Little-Branch width odd (a unit splits it in two)."""
     widths = [WIDTHS[spec.width][n - 2] for n in BL_STAGES]
@@ -156,12 +152,8 @@ def bl_shuffle_stage(ctx: LayerContext, x, channels: int, units: int, *, alpha: 
     stage's resolution (half the input's) and ``channels``."""
     big = avg_pool_3x3_s2(ctx, x, name=f"{name}_big_pool")
     big = shuffle_stack(ctx, big, channels, units, stride=2, name=f"{name}_big")
-    little = shuffle_stack(ctx, x, channels // alpha, little_units(units, beta), stride=2, name=f"{name}_little")
-    little = conv_bn(ctx, little, channels, 1, name=f"{name}_little_match_conv", bn_name=f"{name}_little_match_bn",
-                     relu=False)
-    big = ResizeLike("bilinear", ctx.data_format, name=f"{name}_big_upsample")([big, little])
-    merged = layers.Add(name=f"{name}_merge")([big, little])
-    return layers.ReLU(name=f"{name}_merge_relu")(merged)
+    little = shuffle_stack(ctx, x, channels // alpha, little_depth(units, beta), stride=2, name=f"{name}_little")
+    return merge_branches(ctx, {"big": big, "little": little}, kind="add", channels=channels, name=name)
 
 
 def build_shufflenet(spec: ArchSpec, ctx: LayerContext, inputs, *, bl):
@@ -173,8 +165,7 @@ def build_shufflenet(spec: ArchSpec, ctx: LayerContext, inputs, *, bl):
     """
     widths = WIDTHS[spec.width]
     x = conv_bn(ctx, inputs, STEM_CHANNELS, 3, strides=2, name="stem_conv", bn_name="stem_bn")
-    x = layers.ZeroPadding2D(1, data_format=ctx.data_format, name="stage1_pool_pad")(x)
-    x = layers.MaxPooling2D(3, strides=2, data_format=ctx.data_format, name="stage1_pool")(x)
+    x = max_pool_3x3_s2(ctx, x, name="stage1_pool")
     features = [x]
     for n, (channels, units) in enumerate(zip(widths[:3], UNITS), start=2):
         if spec.big_little and n in BL_STAGES:

@@ -15,7 +15,8 @@ What differs from the image models (Appendix B.2):
     block's shrinkage (Saon et al. 2017) and projected by a 1x1 conv + BN (stride 2 in frequency)
     where the shape changes;
   * a Big-Little module's branches are cropped in time to the deepest branch before merging, and
-    the Big-Branch is upsampled bilinearly in frequency only;
+    the Big-Branch is upsampled (bilinearly, by default) in frequency only: the time sizes agree
+    by then;
   * between bL-modules a transition layer (a residual block of one 3x3 convolution, stride 2)
     halves the frequency; the last block of each preceding stage gives up one convolution for it;
   * the head is a 4x1 convolution (the remaining 4 frequency bins) to 512, then a 1x1 one to the
@@ -27,9 +28,11 @@ Layer names:
   stage{n}_{branch}_block{j}_conv{k}, _bn{k}  bL-module branches: big, little (mid1, mid2 in the
                                               pyramid, from low to high resolution)
   ..._shortcut_crop / _shortcut_conv / _shortcut_bn / _add / _out
-  stage{n}_{branch}_match_conv / _match_bn    1x1 conv to the module's width before an add-merge
-  stage{n}_{branch}_crop, _upsample           time crop, bilinear frequency upsampling
-  stage{n}_merge, stage{n}_merge_relu         add (or concat + stage{n}_fuse_conv / _fuse_bn)
+  stage{n}_{branch}_crop                      time crop to the deepest branch
+  stage{n}_{branch}_expand_conv / _expand_bn  1x1 conv to the module's width before an add-merge
+  stage{n}_{branch}_upsample                  frequency upsampling
+  stage{n}_merge, stage{n}_merge_relu         add or concat (big_little.merge_branches)
+  stage{n}_fuse_conv / _fuse_bn / _fuse_conv_relu   after a concat: 1x1 conv back to the width
   stage{n}_transition_conv1, ...              the transition layer after module n
   head_conv, head_bn                          4x1 convolution to 512
   head_fc                                     1x1 convolution (with bias) to the logits
@@ -41,7 +44,8 @@ import dataclasses
 from keras import layers
 
 from bl_net_tf import constants
-from bl_net_tf.models.layers import CONV_INIT, LOGITS_DTYPE, LayerContext, ResizeLike, batch_norm
+from bl_net_tf.models.big_little import little_depth, merge_branches
+from bl_net_tf.models.layers import CONV_INIT, LOGITS_DTYPE, LayerContext, batch_norm, conv_bn
 from bl_net_tf.models.registry import ArchSpec
 
 # (mel bins, frames, log-mel/delta/delta-delta), NHWC
@@ -96,11 +100,6 @@ def split_convs(convs: int) -> tuple:
     return (2,) * (convs // 2) + (1,) * (convs % 2)
 
 
-def little_convs(big_convs: int, beta: int) -> int:
-    """ceil(L / β) convolutions in a Little-Branch whose Big-Branch has L (Appendix B.2)."""
-    return -(-big_convs // beta)
-
-
 def resnet22_layout(channels: tuple = STAGE_CHANNELS) -> tuple:
     """ResNet-22: (3x3, 64) x 3; (3x3, 128, s2) x 3; (3x3, 256, s2) x 3; (3x3, 512, s2) x 2
     (``channels`` scales the widths, e.g. for a tiny test model)."""
@@ -126,7 +125,7 @@ def bl_resnet22_layout(alpha: int, beta: int, pyramid: bool = False, channels: t
             stages.append(Stage(c, (Branch("", c, 1, (2,) * n),)))
             continue
         big_convs = 2 * n - (i < last)
-        little = split_convs(little_convs(big_convs, beta))
+        little = split_convs(little_depth(big_convs, beta))
         if pyramid and i < 2:
             branches = pyramid_branches(c, 4 - i, split_convs(big_convs), little, alpha)
         else:
@@ -195,28 +194,20 @@ def branch(ctx: LayerContext, x, spec: Branch, *, name: str, stride: int = 1, la
 
 
 def bl_module(ctx: LayerContext, x, stage: Stage, *, merge: str, name: str):
-    """Branches on the same input, cropped in time to the deepest, brought to the module's
-    resolution (bilinear in frequency) and merged by ``add`` (1x1 conv + BN to the module's width
-    where a branch is thinner, then add and ReLU) or ``concat`` (concatenate, then a 1x1 conv + BN +
-    ReLU to the module's width, Appendix B.2)."""
+    """Branches on the same input, each cropped in time to the deepest (as the shortcuts are, before
+    their projection), then merged at the module's resolution and width (big_little.merge_branches:
+    a 1x1 conv + BN where a branch has another width, upsampling in frequency, add, ReLU). ``concat``
+    (Appendix B.2) concatenates, then a 1x1 conv + BN + ReLU back to the module's width fuses the
+    maps; its branches end in their own ReLU, so the merge's ReLU keeps them as they are."""
     deepest = max(b.convs for b in stage.branches)
-    outs = []
-    for b in stage.branches:
-        y = branch(ctx, x, b, name=f"{name}_{b.name}", last_relu=merge != "add")
-        if merge == "add" and b.channels != stage.channels:
-            y = freq_conv(ctx, y, stage.channels, 1, name=f"{name}_{b.name}_match_conv")
-            y = batch_norm(ctx, y, name=f"{name}_{b.name}_match_bn")
-        outs.append(crop_time(ctx, y, deepest - b.convs, name=f"{name}_{b.name}_crop"))
-    full = next(y for b, y in zip(stage.branches, outs) if b.scale == 1)
-    outs = [y if b.scale == 1 else ResizeLike("bilinear", ctx.data_format, name=f"{name}_{b.name}_upsample")([y, full])
-            for b, y in zip(stage.branches, outs)]
-    if merge == "add":
-        y = layers.Add(name=f"{name}_merge")(outs)
-        return layers.ReLU(name=f"{name}_merge_relu")(y)
-    y = layers.Concatenate(axis=ctx.channel_axis, name=f"{name}_merge")(outs)
-    y = freq_conv(ctx, y, stage.channels, 1, name=f"{name}_fuse_conv")
-    y = batch_norm(ctx, y, name=f"{name}_fuse_bn")
-    return layers.ReLU(name=f"{name}_merge_relu")(y)
+    branches = {b.name: crop_time(ctx, branch(ctx, x, b, name=f"{name}_{b.name}", last_relu=merge != "add"),
+                                  deepest - b.convs, name=f"{name}_{b.name}_crop")
+                for b in stage.branches}
+    y = merge_branches(ctx, branches, kind=merge, channels=stage.channels, name=name,
+                       expand=[b.name for b in stage.branches if b.channels != stage.channels])
+    if merge == "concat":
+        y = conv_bn(ctx, y, stage.channels, 1, name=f"{name}_fuse_conv", bn_name=f"{name}_fuse_bn")
+    return y
 
 
 def build_speech_layout(ctx: LayerContext, inputs, layout: tuple, *, merge: str = "add",

@@ -11,8 +11,8 @@ import copy
 
 import keras
 
-# The NHWC -> NCHW transpose that ``create_model`` inserts for channels_first models.
-_TO_CHANNELS_FIRST_DIMS = (3, 1, 2)
+from bl_net_tf.constants import CHANNELS_FIRST, CHANNELS_LAST
+from bl_net_tf.models.factory import TO_CHANNELS_FIRST_DIMS
 # Layers whose ``axis`` means "the channel axis"; with channels_first it is 1.
 _CHANNEL_AXIS_LAYERS = ("BatchNormalization", "LayerNormalization", "GroupNormalization", "Concatenate")
 
@@ -22,11 +22,11 @@ def _to_channels_last(layer_config: dict) -> dict:
     # Recorded input shapes are in the old layout; the functional rebuild builds every layer anyway.
     layer_config.pop("build_config", None)
     config = layer_config["config"]
-    if config.get("data_format") == "channels_first":
-        config["data_format"] = "channels_last"
+    if config.get("data_format") == CHANNELS_FIRST:
+        config["data_format"] = CHANNELS_LAST
     if layer_config["class_name"] in _CHANNEL_AXIS_LAYERS and config.get("axis") in (1, [1]):
         config["axis"] = -1
-    if layer_config["class_name"] == "Permute" and tuple(config["dims"]) == _TO_CHANNELS_FIRST_DIMS:
+    if layer_config["class_name"] == "Permute" and tuple(config["dims"]) == TO_CHANNELS_FIRST_DIMS:
         # Keep the layer (and so the graph's wiring), make it a no-op.
         layer_config.update(class_name="Identity", module="keras.layers", registered_name=None)
         layer_config["config"] = {"name": config["name"], "trainable": config.get("trainable", True)}
@@ -58,7 +58,7 @@ def channels_last_copy(model: keras.Model, image_size=None) -> keras.Model:
         input_layer["config"]["batch_shape"] = [None, image_size, image_size, 3]
     # A layout setting this module does not know about (e.g. in a nested model) must not pass silently.
     leftover = [layer["name"] for layer in config["layers"]
-                if "channels_first" in repr({k: v for k, v in layer["config"].items() if k != "name"})]
+                if CHANNELS_FIRST in repr({k: v for k, v in layer["config"].items() if k != "name"})]
     if leftover:
         raise ValueError(f"cannot convert layers {leftover} to channels_last")
     # Layer-by-name assignment so that the new layers' creation order plays no part.

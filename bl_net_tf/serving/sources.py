@@ -4,23 +4,20 @@ PyTorch checkpoint or ``imagenet`` (bl_net_tf/weights.py)."""
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 from typing import Optional
 
 import keras
-import tensorflow as tf
 
+from bl_net_tf import cli
+from bl_net_tf.constants import DEFAULT_IMAGE_SIZE
 from bl_net_tf.data import recipe
-from bl_net_tf.models import create_model, registry
+from bl_net_tf.models import create_model, registry, validate_model_options
 from bl_net_tf.training import run_config
-from bl_net_tf.training.checkpoints import restore_model_weights
+from bl_net_tf.training.checkpoints import find_checkpoints, restore_model_weights, restore_newest_model_weights
 
-DEFAULT_IMAGE_SIZE = 224
-# The network flags a run's configuration is checked against, and their values where it lacks one.
-MODEL_DEFAULTS = {name: inspect.signature(create_model).parameters[name].default for name in ("alpha", "beta")}
-MODEL_DEFAULTS.update(num_classes=1000, upsample="bilinear")
-MODEL_FLAGS = ("arch", "alpha", "beta", "num_classes", "upsample")
+# The network flags, which a run's configuration is checked against: create_model's options.
+MODEL_FLAGS = tuple(name for name in cli.MODEL_FLAGS if name != "image_size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +32,7 @@ class ExportSource:
 
 
 def load(args) -> ExportSource:
-    """The network that the export command's ``args`` (argparse) describe, with its weights.
+    """The network that the export command's parsed flags ``args`` describe, with its weights.
 
     Raises:
       ValueError: not exactly one source, a flag that contradicts a run's configuration, missing
@@ -56,10 +53,12 @@ def load(args) -> ExportSource:
     return ExportSource(_from_file(args, size), size, protocol, None, args.arch)
 
 
-def _run_value(name: str, options: dict):
-    if name == "arch":
-        return registry.get_spec(options["arch"], options.get("cardinality"), options.get("base_width")).name
-    return options.get(name, MODEL_DEFAULTS.get(name))
+def _resolved(model: dict) -> dict:
+    """A run's network under the flags' names, resolved: ``bl-resnext50`` is ``bl-resnext50-32x4d``
+    (cardinality 32, base width 4), merges None is 4, and so on."""
+    options = validate_model_options(**model)
+    return {**{field.name: getattr(options, field.name) for field in dataclasses.fields(options)},
+            "arch": options.spec.name, "cardinality": options.spec.cardinality, "base_width": options.spec.base_width}
 
 
 def _from_run(args) -> ExportSource:
@@ -68,20 +67,21 @@ def _from_run(args) -> ExportSource:
     if run.model is None:
         raise ValueError(f"{model_dir} trained a custom model (model_fn): export it from Python with "
                          f"bl_net_tf.export.export_saved_model")
+    trained = _resolved(run.model)
     for name in MODEL_FLAGS:
         value = getattr(args, name)
-        if value is None:
-            continue
-        flag = registry.get_spec(value).name if name == "arch" else value
-        if flag != _run_value(name, run.model):
-            raise ValueError(f"--{name}={value} contradicts the run's {name}={_run_value(name, run.model)} "
+        if value is not None and (registry.get_spec(value).name if name == "arch" else value) != trained[name]:
+            raise ValueError(f"--{name}={value} contradicts the run's {name}={trained[name]} "
                              f"({os.path.join(model_dir, run_config.FILE_NAME)}); leave the flag out")
-    checkpoint = args.checkpoint or tf.train.latest_checkpoint(model_dir)
-    if checkpoint is None:
+    if not args.checkpoint and not find_checkpoints(model_dir):
         raise ValueError(f"no checkpoint in {model_dir}")
     size = args.image_size or run.eval_image_size
     model = run_config.create_run_model(run.model, input_shape=(size, size, 3), data_format="channels_last")
-    restore_model_weights(model, checkpoint)
+    if args.checkpoint:
+        restore_model_weights(model, args.checkpoint)
+        checkpoint = args.checkpoint
+    else:
+        checkpoint = restore_newest_model_weights(model, model_dir)
     return ExportSource(model, size, args.eval_protocol or run.eval_protocol, run.class_names, checkpoint)
 
 
@@ -89,7 +89,8 @@ def _from_file(args, size: int) -> keras.Model:
     """``--weights`` or ``--pytorch_checkpoint`` (bl_net_tf/weights.py reads both; a PyTorch
     checkpoint's network and classes are the official code's)."""
     path = args.pytorch_checkpoint or args.weights
-    options = {name: getattr(args, name) for name in ("alpha", "beta", "upsample") if getattr(args, name) is not None}
+    options = cli.model_options(args, MODEL_FLAGS)
+    options.pop("num_classes", None)  # create_model would give another number a new head; checked below
     model = create_model(args.arch, **options, input_shape=(size, size, 3), data_format="channels_last", weights=path)
     classes = model.output.shape[-1]
     if args.num_classes is not None and args.num_classes != classes:  # serving a new, untrained head is no export

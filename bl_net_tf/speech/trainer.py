@@ -18,9 +18,9 @@ import keras
 
 from bl_net_tf import constants
 from bl_net_tf.speech.records import frame_dataset
+from bl_net_tf.training import distribute
 
 ANNEAL_FACTOR = math.sqrt(0.5)
-JIT_COMPILE = {"auto": "auto", "on": True, "off": False}  # --xla -> Keras's jit_compile; auto: with a GPU
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +35,7 @@ class SpeechTrainConfig:
     beta: int = 3
     merge: str = "add"
     num_classes: int = constants.SPEECH_NUM_CLASSES
-    data_format: Optional[str] = None
+    data_format: str = constants.AUTO  # as the ImageNet trainer's: channels_first with a GPU
     batch_size: int = 512
     epochs: int = 16
     lr: float = 0.03
@@ -47,7 +47,7 @@ class SpeechTrainConfig:
     steps_per_epoch: Optional[int] = None
     model_dir: Optional[str] = None
     seed: Optional[int] = None
-    xla: str = "auto"
+    xla: str = constants.AUTO  # as the ImageNet trainer's: XLA with a GPU
     init_weights: Optional[str] = None  # a speech run's model_dir or a .weights.h5 (bl_net_tf/weights.py)
 
     def validate(self) -> "SpeechTrainConfig":
@@ -62,7 +62,8 @@ class SpeechTrainConfig:
             raise ValueError("train_records is required (a TFRecord file pattern)")
         for name in ("batch_size", "epochs", "anneal_from_epoch"):
             constants.check_positive_int(name, getattr(self, name))
-        validate_model_options(**self.model_options(), data_format=self.data_format, weights=self.init_weights)
+        constants.check_choice("data_format", self.data_format, constants.DATA_FORMAT_MODES)
+        validate_model_options(**self.model_options(), weights=self.init_weights)
         for name in ("lr", "clip_norm"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
@@ -82,19 +83,27 @@ def learning_rate(config: SpeechTrainConfig, epoch: int) -> float:
     return config.lr * ANNEAL_FACTOR ** max(0, epoch + 2 - config.anneal_from_epoch)
 
 
+def _on_gpu() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
 def compile_for_training(model: keras.Model, config: SpeechTrainConfig) -> keras.Model:
     optimizer = keras.optimizers.SGD(config.lr, momentum=config.momentum, nesterov=True,
                                      weight_decay=config.weight_decay, global_clipnorm=config.clip_norm)
     model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="frame_acc")],
-                  jit_compile=JIT_COMPILE[config.xla])
+                  jit_compile=distribute.resolve_xla(config.xla, _on_gpu()))
     return model
 
 
 def build_model(config: SpeechTrainConfig) -> keras.Model:
     from bl_net_tf import create_model
 
-    return create_model(**config.model_options(), data_format=config.data_format)
+    return create_model(**config.model_options(),
+                        data_format=distribute.resolve_data_format(
+                            config.data_format, _on_gpu(), distribute.resolve_xla(config.xla, _on_gpu())))
 
 
 def train(config: SpeechTrainConfig, model: Optional[keras.Model] = None, verbose: int = 0) -> dict:

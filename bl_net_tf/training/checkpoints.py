@@ -67,6 +67,44 @@ def restore_model_weights(model, path: str) -> None:
         raise ValueError(f"cannot load the weights of checkpoint {path} into {model.name}: {_first_line(error)}") from None
 
 
+def restore_newest_model_weights(model, model_dir: str) -> str:
+    """Loads the model part of the newest checkpoint of ``model_dir`` that restores into ``model``
+    and returns its path: found by their files, newest first, each one skipped logged with the
+    reason, as the trainer resumes (the ``checkpoint`` state file is not read).
+
+    Raises:
+      ValueError: no checkpoint, or none that restores (each named with the reason).
+    """
+    found = find_checkpoints(model_dir)
+    if not found:
+        raise ValueError(f"no checkpoint in {model_dir}")
+    restore = tf.train.Checkpoint(model=model_weights(model)).restore
+    return _restore_newest(model_dir, found, lambda p: restore(p).expect_partial().assert_existing_objects_matched(),
+                           "pass one with --checkpoint")
+
+
+def _restore_newest(model_dir: str, found: list, restore, choices: str) -> str:
+    """Calls ``restore(path)`` on the checkpoints ``found`` (newest first) until one succeeds;
+    returns its path. Each one skipped is logged with the reason.
+
+    Raises:
+      ValueError: none restores; the message names each one and why, then ``choices``.
+    """
+    failures = []
+    for path in found:
+        try:
+            restore(path)
+        except _UNREADABLE as error:
+            failures.append((path, "is unreadable", _first_line(error)))
+        except _MISMATCHED as error:
+            failures.append((path, "does not match this model and configuration", _first_line(error)))
+        else:
+            return path
+        logger.warning("skipping checkpoint %s: it %s (%s)", *failures[-1])
+    reasons = "; ".join(f"{path} {kind} ({reason[:200]})" for path, kind, reason in failures)
+    raise ValueError(f"no checkpoint of {model_dir} can be restored: {reasons}; {choices}")
+
+
 def _first_line(error: BaseException) -> str:
     """The first line of an error, without TF's ``{{function_node ...}}`` prefix."""
     message = getattr(error, "message", None) or str(error)
@@ -194,27 +232,17 @@ class Checkpointer:
                 raise ValueError(f"{self.model_dir} has a checkpoint state file but no checkpoint files "
                                  f"({PREFIX}-N.index, {PREFIX}-N.data-*); {_CHOICES}")
             return None
-        failures = []
-        for path in found:
-            try:
-                # The optimizer's slots exist already (built before), so every object restores now and
-                # all of them must be in the checkpoint: another --arch in the same model_dir fails
-                # here instead of training from a partial restore.
-                self.checkpoint.restore(path).assert_existing_objects_matched()
-            except _UNREADABLE as error:
-                failures.append((path, "is unreadable", _first_line(error)))
-            except _MISMATCHED as error:
-                failures.append((path, "does not match this model and configuration", _first_line(error)))
-            else:
-                # A state file that cannot be read, or that misses the checkpoint (a kill after the
-                # files were written, before the state file was), is rewritten: the manager then
-                # deletes the oldest checkpoints as usual.
-                if self.is_chief and (state_problem is not None or os.path.basename(path) not in listed):
-                    self._rewrite_state_file(path, found, keep_old=state_problem is not None)
-                return path
-            logger.warning("skipping checkpoint %s: it %s (%s)", *failures[-1])
-        reasons = "; ".join(f"{path} {kind} ({reason[:200]})" for path, kind, reason in failures)
-        raise ValueError(f"no checkpoint of {self.model_dir} can be restored: {reasons}; {_CHOICES}")
+        # The optimizer's slots exist already (built before), so every object restores now and all of
+        # them must be in the checkpoint: another --arch in the same model_dir fails here instead of
+        # training from a partial restore.
+        restore = self.checkpoint.restore
+        path = _restore_newest(self.model_dir, found, lambda p: restore(p).assert_existing_objects_matched(), _CHOICES)
+        # A state file that cannot be read, or that misses the checkpoint (a kill after the files were
+        # written, before the state file was), is rewritten: the manager then deletes the oldest
+        # checkpoints as usual.
+        if self.is_chief and (state_problem is not None or os.path.basename(path) not in listed):
+            self._rewrite_state_file(path, found, keep_old=state_problem is not None)
+        return path
 
     def _rewrite_state_file(self, restored: str, found: list, keep_old: bool) -> None:
         state = os.path.join(self.model_dir, STATE_FILE)

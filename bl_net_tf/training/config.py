@@ -16,11 +16,8 @@ import math
 from typing import Optional
 
 from bl_net_tf import constants
-from bl_net_tf.constants import LOADERS, LR_SCHEDULES, MIXED_PRECISION, XLA_MODES  # noqa: F401 (flags.py)
 from bl_net_tf.constants import check_choice as _choice, check_positive_int as _positive_int
 from bl_net_tf.data import recipe
-
-DATA_FORMATS = ("auto",) + constants.DATA_FORMATS
 
 # The learning rate for a global batch of 256 (Goyal et al. 2017's linear scaling rule, as
 # Tensorpack's BASE_LR = 0.1 * batch / 256).
@@ -78,13 +75,13 @@ class TrainConfig:
     weight_decay_norm: bool = False
     momentum: float = 0.9
     label_smoothing: float = 0.0
-    data_format: str = "auto"
-    xla: str = "auto"
+    data_format: str = constants.AUTO
+    xla: str = constants.AUTO
     mixed_precision: str = "none"
     model_dir: Optional[str] = None
     start_fresh: bool = False
     eval_only: bool = False
-    image_size: int = 224
+    image_size: int = constants.DEFAULT_IMAGE_SIZE
     eval_image_size: Optional[int] = None
     eval_protocol: str = recipe.DEFAULT_EVAL_PROTOCOL
     export_dir: Optional[str] = None
@@ -145,11 +142,11 @@ class TrainConfig:
         for name in ("eval_image_size", "steps_per_epoch"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
-        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        _choice("data_format", self.data_format, DATA_FORMATS)
-        _choice("xla", self.xla, XLA_MODES)
-        _choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
-        _choice("loader", self.loader, LOADERS)
+        _choice("lr_schedule", self.lr_schedule, constants.LR_SCHEDULES)
+        _choice("data_format", self.data_format, constants.DATA_FORMAT_MODES)
+        _choice("xla", self.xla, constants.XLA_MODES)
+        _choice("mixed_precision", self.mixed_precision, constants.MIXED_PRECISION)
+        _choice("loader", self.loader, constants.LOADERS)
         _choice("eval_protocol", self.eval_protocol, recipe.EVAL_PROTOCOLS)
         if self.gpus is not None and (isinstance(self.gpus, bool) or self.gpus < 0):
             raise ValueError(f"gpus must be >= 0 (0 trains on the CPU), got {self.gpus}")

@@ -20,6 +20,8 @@ from typing import Optional
 
 import tensorflow as tf
 
+from bl_net_tf import constants
+
 logger = logging.getLogger(__name__)
 
 SLURM_PORT_ENV = "BL_NET_TF_SLURM_PORT"
@@ -177,9 +179,9 @@ def resolve_data_format(flag: str, on_gpu: bool, xla: bool = False) -> str:
     Raises:
       ValueError: channels_first on the CPU without XLA (TF's CPU convolutions are NHWC only).
     """
-    if flag == "auto":
-        return "channels_first" if on_gpu else "channels_last"
-    if flag == "channels_first" and not (on_gpu or xla):
+    if flag == constants.AUTO:
+        return constants.CHANNELS_FIRST if on_gpu else constants.CHANNELS_LAST
+    if flag == constants.CHANNELS_FIRST and not (on_gpu or xla):
         raise ValueError("data_format=channels_first needs a GPU (TensorFlow's CPU convolutions are "
                          "channels_last only); use --data_format=auto")
     return flag
@@ -187,4 +189,4 @@ def resolve_data_format(flag: str, on_gpu: bool, xla: bool = False) -> str:
 
 def resolve_xla(flag: str, on_gpu: bool) -> bool:
     """``auto``: XLA on GPUs (fused kernels, a large speed-up), off on the CPU (slow compiles)."""
-    return on_gpu if flag == "auto" else flag == "on"
+    return on_gpu if flag == constants.AUTO else flag == "on"

@@ -13,33 +13,16 @@ import os
 
 from absl import flags
 
-from bl_net_tf import constants
+from bl_net_tf import cli, constants
 from bl_net_tf.data import recipe
-from bl_net_tf.models.resnet import DEFAULT_MERGES, SUPPORTED_MERGES
 from bl_net_tf.training import config as cfg
 
 _DEFAULTS = cfg.TrainConfig()
 
-# name -> (kind, help); kinds: str, int, float, bool, or a tuple of allowed values.
+# The trainer's own flags, name -> (kind, help) (kinds: str, int, float, bool, or a tuple of allowed
+# values); the model options, --gpus, --data_format, --xla, --mixed_precision, --data_dir and
+# --loader are the package's shared flags (bl_net_tf/cli.py).
 FLAGS_SPEC = {
-    "arch": (str, "Architecture, e.g. bl-resnet50, bl-resnext101-32x4d (bl_net_tf.list_models())."),
-    "alpha": (int, "Width divisor of the Little-Branch (bL archs)."),
-    "beta": (int, "Depth divisor of the Little-Branch (bL archs)."),
-    "cardinality": (int, "ResNeXt groups (default: from --arch, 32 for the short names)."),
-    "base_width": (int, "ResNeXt width per group (default: from --arch, 4 for the short names)."),
-    "merge": (constants.MERGE_KINDS, "How a bL-module merges its branches: add (the paper) or concat "
-                                     "(Table 7)."),
-    "branches": (int, f"Branches per bL-module: {' or '.join(map(str, constants.BRANCH_COUNTS))} (Table 7's K; "
-                      f"bL-ResNet/ResNeXt/SE-ResNeXt)."),
-    "merges": (int, f"How many times the branches merge (Table 8): unset is {DEFAULT_MERGES}; by depth, "
-                    + "; ".join(f"{depth}: {', '.join(map(str, counts))}" for depth, counts in SUPPORTED_MERGES.items())
-                    + " (bL-ResNet/ResNeXt/SE-ResNeXt)."),
-    "upsample": (constants.UPSAMPLE_MODES, "How the Big-Branch is upsampled: bilinear (the paper) or nearest "
-                                           "(the official PyTorch release)."),
-    "shortcut": (constants.SHORTCUT_KINDS, "Projection shortcut of a bottleneck that changes shape: conv "
-                                           "(Tensorpack's strided 1x1 conv + BN) or avgpool (the official bL "
-                                           "release's 3x3/s2 average pool, then 1x1 conv + BN). Unset: conv for "
-                                           "the plain baselines, avgpool for the bL archs, as the paper trained."),
     "init_weights": (str, "Start from these weights when --model_dir has no checkpoint (a checkpoint there wins): "
                           "imagenet (the official release's file, docs/deployment.md), a .weights.h5, an official "
                           ".pth.tar, or a training run's model_dir or checkpoint. A fresh optimizer at step 0; the "
@@ -48,15 +31,11 @@ FLAGS_SPEC = {
     "freeze_bn": (bool, "Keep the BatchNorm statistics of --init_weights: normalise by them in training too, never "
                         "update them (gamma and beta still train; Tensorpack's FreezeBN). For batches of a few "
                         "images per device (docs/training.md, Fine-tuning)."),
-    "data_dir": (str, "ImageNet (folder, TFDS or TFRecords; docs/data.md). Unset: the demo digits, "
-                      "with demo defaults for the flags not given."),
-    "loader": (cfg.LOADERS, "Input pipeline: tf.data, or Tensorpack's DataFlow as the paper."),
-    "gpus": (int, "GPUs per worker: N >= 2 mirrors over N GPUs, 0 trains on the CPU. Default: all visible."),
     "batch_size": (int, "Global batch size over all replicas and workers."),
     "epochs": (int, "Training epochs."),
     "lr": (float, "Peak learning rate. Default: 0.1 x batch_size / 256."),
-    "lr_schedule": (cfg.LR_SCHEDULES, "cosine decay to 0 (the paper), or Tensorpack's steps "
-                                      "(x0.1 at epochs 30, 60, 85, 95, 105 of 110)."),
+    "lr_schedule": (constants.LR_SCHEDULES, "cosine decay to 0 (the paper), or Tensorpack's steps "
+                                            "(x0.1 at epochs 30, 60, 85, 95, 105 of 110)."),
     "warmup_epochs": (float, "Linear warm-up epochs. Default: 3 when --lr > 0.1 (from 0.1, as "
                              "Tensorpack), else 0."),
     "weight_decay": (float, "L2 decay: the gradient gains weight_decay x w on conv and FC kernels "
@@ -64,15 +43,10 @@ FLAGS_SPEC = {
     "weight_decay_norm": (bool, "Also decay BN gamma and beta."),
     "momentum": (float, "Nesterov momentum."),
     "label_smoothing": (float, "Label smoothing of the cross-entropy (0: none, as the paper)."),
-    "data_format": (cfg.DATA_FORMATS, "Layout inside the model; auto: channels_first on GPU."),
-    "xla": (cfg.XLA_MODES, "XLA-compile the forward/backward pass; auto: on with a GPU."),
-    "mixed_precision": (cfg.MIXED_PRECISION, "Compute dtype (variables stay float32); float16 "
-                                             "uses dynamic loss scaling."),
     "model_dir": (str, "Checkpoints and TensorBoard logs. Default: train_log/<arch>-a<alpha>-b<beta>."),
     "start_fresh": (bool, "Train from step 0 although --model_dir holds checkpoints (say, none can be restored): "
                           "they are moved into <model_dir>/previous-<time>/ first, nothing is deleted."),
     "eval_only": (bool, "Evaluate the latest checkpoint of --model_dir and stop."),
-    "image_size": (int, "Training crop size."),
     "eval_image_size": (int, "Evaluation centre-crop size. Default: --image_size. The paper's @256 rows: 256."),
     "eval_protocol": (recipe.EVAL_PROTOCOLS, "The shorter side evaluation images are resized to before the centre "
                                              "crop: official (256 for 224 and for 256, as the official release; "
@@ -87,24 +61,25 @@ FLAGS_SPEC = {
 
 
 RECIPE_LIST = "list"
-# What the command line adds to the configuration's flags.
-COMMAND_FLAGS = ("recipe", "print_config", "demo")
 # Fields whose None means "derive it", and the TrainConfig property that derives them without
 # touching data or devices.
 _DERIVED = {"lr": "peak_lr", "warmup_epochs": "warmup"}
 
 
+# The shared flags the trainer takes (its network's classes come from the data).
+SHARED = tuple(name for name in cli.MODEL_FLAGS if name != "num_classes") + (
+    "data_dir", "loader", "gpus", "data_format", "xla", "mixed_precision")
+_NOTES = {"data_dir": "Unset: $IMAGENET_DIR, else a prepared TFDS imagenet2012 in $TFDS_DATA_DIR "
+                      "(~/tensorflow_datasets), else the demo digits on one device with demo defaults for the "
+                      "flags not given (see --demo)."}
+
+
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    """Defines every flag of :data:`FLAGS_SPEC` on ``flag_values``, defaults from TrainConfig,
-    and the command's own ``--recipe`` and ``--print_config``."""
-    definers = {str: flags.DEFINE_string, int: flags.DEFINE_integer, float: flags.DEFINE_float,
-                bool: flags.DEFINE_bool}
-    for name, (kind, help_text) in FLAGS_SPEC.items():
-        default = getattr(_DEFAULTS, name)
-        if isinstance(kind, tuple):
-            flags.DEFINE_enum(name, default, kind, help_text, flag_values=flag_values)
-        else:
-            definers[kind](name, default, help_text, flag_values=flag_values)
+    """Defines the trainer's flags on ``flag_values``, defaults from TrainConfig: the shared ones
+    (:data:`SHARED`), :data:`FLAGS_SPEC`, and the command's own ``--recipe``, ``--print_config``
+    and ``--demo``."""
+    cli.define_shared(flag_values, {name: getattr(_DEFAULTS, name) for name in SHARED}, _NOTES)
+    cli.define(flag_values, FLAGS_SPEC, {name: getattr(_DEFAULTS, name) for name in FLAGS_SPEC})
     flags.DEFINE_string("recipe", None, "A paper configuration by name: the packaged flagfile NAME.cfg, read "
                         "where --recipe stands (later flags override it); --recipe=list lists them.",
                         flag_values=flag_values)
@@ -120,7 +95,7 @@ def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> tuple:
     """``(TrainConfig, explicit)``: the parsed flags and the names given on the command line or
     in a flagfile (those the demo defaults must not override)."""
     values = {f.name: flag_values[f.name].value for f in dataclasses.fields(cfg.TrainConfig)}
-    explicit = frozenset(name for name in FLAGS_SPEC if flag_values[name].present)
+    explicit = frozenset(name for name in values if flag_values[name].present)
     return cfg.TrainConfig(**values), explicit
 
 
@@ -152,7 +127,7 @@ def expand_recipes(argv: list) -> list:
     (also ``--recipe NAME``), so the file is read where the recipe stands, as a --flagfile would be.
 
     Raises:
-      ValueError: an unknown recipe name (the message lists the known ones).
+      cli.UsageError: an unknown recipe name (the message lists the known ones).
     """
     expanded, names = [], recipes()
     for index, arg in enumerate(argv):
@@ -165,7 +140,7 @@ def expand_recipes(argv: list) -> list:
             name = arg.split("=", 1)[1]
         if name is not None and name != RECIPE_LIST:
             if name not in names:
-                raise ValueError(f"unknown recipe {name!r}; allowed: {RECIPE_LIST}, {', '.join(names)}")
+                raise cli.UsageError(f"unknown recipe {name!r}; allowed: {RECIPE_LIST}, {', '.join(names)}")
             expanded.append(f"--flagfile={os.path.join(recipe_dir(), name + '.cfg')}")
         expanded.append(arg)
     return expanded

@@ -19,20 +19,20 @@ import contextlib
 import keras
 import tensorflow as tf
 
+from bl_net_tf.constants import DTYPE_POLICIES
+
 # save_votes, stop_votes: workers' requests to checkpoint (time) or to stop (a signal), summed
 # with the stats so that every worker takes the same decision after the same step.
 STAT_NAMES = ("loss_sum", "wrong1", "wrong5", "images", "save_votes", "stop_votes")
 _METRICS = STAT_NAMES.index("save_votes")  # the stats before the votes
-# --mixed_precision -> the Keras dtype policy the model is built under.
-POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
 
 @contextlib.contextmanager
 def dtype_policy(precision: str):
-    """Builds the layers made inside under the policy of ``precision`` (a key of :data:`POLICIES`);
-    the global policy is restored on exit."""
+    """Builds the layers made inside under the policy of ``precision`` (a ``--mixed_precision``
+    value, ``constants.DTYPE_POLICIES``); the global policy is restored on exit."""
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(POLICIES[precision])
+    keras.config.set_dtype_policy(DTYPE_POLICIES[precision])
     try:
         yield
     finally:
