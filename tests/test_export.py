@@ -32,6 +32,8 @@ TOLERANCE = 1e-4
 # identity and serving_default must equal predict_images on a numpy centre crop.
 RESIZED = eval_resize_size(SIZE)
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+# TensorFlow's own console script, from the environment that runs the tests (activated or not).
+SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
 
 # Runs in a fresh interpreter that never imports bl_net_tf, as a serving host would.
 FRESH_PROCESS = r"""
@@ -230,7 +232,7 @@ def test_warmup_requests_replay_against_the_saved_model(fresh_process):
 
 
 def test_saved_model_cli_show_lists_the_signatures(export_dir):
-    shown = subprocess.run(["saved_model_cli", "show", "--dir", export_dir, "--all"], check=True, env=ENV,
+    shown = subprocess.run([SAVED_MODEL_CLI, "show", "--dir", export_dir, "--all"], check=True, env=ENV,
                            capture_output=True, text=True).stdout
     signatures = dict(re.findall(r"signature_def\['(\w+)'\]:(.*?)(?=signature_def\[|\Z)", shown, re.S))
     default = re.sub(r"\s+", " ", signatures["serving_default"])
@@ -244,7 +246,7 @@ def test_saved_model_cli_show_lists_the_signatures(export_dir):
 
 def test_saved_model_cli_run_on_predict_images(export_dir, inputs, expected, tmp_path):
     folder, _ = inputs
-    subprocess.run(["saved_model_cli", "run", "--dir", export_dir, "--tag_set", "serve", "--signature_def",
+    subprocess.run([SAVED_MODEL_CLI, "run", "--dir", export_dir, "--tag_set", "serve", "--signature_def",
                     "predict_images", "--inputs", f"images={folder / 'batch.npy'}", "--outdir", str(tmp_path)],
                    check=True, env=ENV, capture_output=True)
     assert np.abs(np.load(tmp_path / "probabilities.npy") - expected).max() < TOLERANCE
