@@ -110,7 +110,15 @@ def export_saved_model(model: keras.Model, export_dir: str, *, image_size: Optio
     staging = os.path.join(parent, f".{os.path.basename(export_dir)}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
     os.mkdir(staging)
     try:
-        tf.saved_model.save(module, staging, signatures=module.signatures)
+        # TF's signature code logs (absl, INFO) every captured input of every signature by its
+        # numeric name, hundreds of numbers per line for a ResNet: nothing a user can act on.
+        absl_logger = logging.getLogger("absl")
+        level = absl_logger.level
+        absl_logger.setLevel(max(level, logging.WARNING))
+        try:
+            tf.saved_model.save(module, staging, signatures=module.signatures)
+        finally:
+            absl_logger.setLevel(level)
         warmup.write(staging, size)
         settings = {"image_size": size, "eval_protocol": eval_protocol, "num_classes": num_classes,
                     "class_names": class_names is not None, "precision": precision, **vars(limits)}
