@@ -106,7 +106,7 @@ def test_the_tfjob_trains_a_paper_row_on_eight_gpus_per_worker_from_its_volumes(
 
 
 def test_the_serving_deployment_and_service_fit_together(pod_template_schema):
-    deployment, service = load("serving.yaml")
+    deployment, service, batching = load("serving.yaml")
     assert (deployment["apiVersion"], deployment["kind"]) == ("apps/v1", "Deployment")
     assert (service["apiVersion"], service["kind"]) == ("v1", "Service")
     template = deployment["spec"]["template"]
@@ -122,8 +122,13 @@ def test_the_serving_deployment_and_service_fit_together(pod_template_schema):
     assert {port["targetPort"] for port in service["spec"]["ports"]} == set(ports)
     env = {item["name"]: item["value"] for item in container["env"]}
     model_path = f"{env['MODEL_BASE_PATH']}/{env['MODEL_NAME']}"  # what the image serves
-    (mount,) = container["volumeMounts"]
+    mount, batching_mount = container["volumeMounts"]
     assert mount["mountPath"] == model_path and mount["readOnly"]
+    # Batching with the project's parameters file, from a ConfigMap that holds it unchanged.
+    with open(os.path.join(REPO, "docker", "batching_parameters.txt"), encoding="utf-8") as f:
+        assert (batching["kind"], batching["data"]) == ("ConfigMap", {"batching_parameters.txt": f.read()})
+    assert container["args"] == ["--enable_batching=true", "--batching_parameters_file="
+                                 f"{batching_mount['mountPath']}/batching_parameters.txt"]
     assert container["readinessProbe"]["httpGet"]["path"] == f"/v1/models/{env['MODEL_NAME']}"
     # The runs volume the TFJob exports to, at the folder holding the version directories.
     (job,) = load("tfjob.yaml")
@@ -131,7 +136,8 @@ def test_the_serving_deployment_and_service_fit_together(pod_template_schema):
     export_dir = trainer_config(trainer["args"]).export_dir
     runs = mounted_at(export_dir, trainer["volumeMounts"])
     assert os.path.dirname(export_dir) == f"{runs['mountPath']}/{mount['subPath']}"
-    (volume,) = template["spec"]["volumes"]
+    volume, config = template["spec"]["volumes"]
+    assert (config["name"], config["configMap"]["name"]) == (batching_mount["name"], batching["metadata"]["name"])
     assert volume["persistentVolumeClaim"]["claimName"] == next(
         v for v in job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["volumes"]
         if v["name"] == runs["name"])["persistentVolumeClaim"]["claimName"]
