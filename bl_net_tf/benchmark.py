@@ -263,10 +263,6 @@ def _gb(n: Optional[int]) -> str:
     return "-" if n is None else f"{n / 2**30:.2f} GB"
 
 
-def _flop_ratio(first: Result, other: Result) -> str:
-    return "-" if not first.macs or not other.macs else f"{other.macs / first.macs:.2f}x"
-
-
 def format_text(results: list, settings: Settings) -> str:
     first = results[0]
     lines = [f"{' vs '.join(r.name for r in results)}: {settings.describe()}"]
@@ -275,7 +271,7 @@ def format_text(results: list, settings: Settings) -> str:
         lines.append(f"  {r.name:24} {r.images_per_second:8.2f} images/s{size}  peak {_gb(r.peak_bytes)}")
     for r in results[1:]:
         lines.append(f"  {first.name} / {r.name}: speed {speed_up(first, r):.2f}x, "
-                     f"FLOP ratio {_flop_ratio(first, r)}, peak memory {_ratio(first.peak_bytes, r.peak_bytes)}")
+                     f"FLOP ratio {_ratio(r.macs, first.macs)}, peak memory {_ratio(first.peak_bytes, r.peak_bytes)}")
     return "\n".join(lines)
 
 
@@ -297,7 +293,7 @@ def format_markdown(results: list, settings: Settings) -> str:
     for r in results[1:]:
         rows.append(f"| {first.name} | {r.name} | {settings.mode} | {first.images_per_second:.2f} | "
                     f"{r.images_per_second:.2f} | {speed_up(first, r):.2f}x | "
-                    f"{_flop_ratio(first, r)} | {_gb(first.peak_bytes)[:-3]} | {_gb(r.peak_bytes)[:-3]} |")
+                    f"{_ratio(r.macs, first.macs)} | {_gb(first.peak_bytes)[:-3]} | {_gb(r.peak_bytes)[:-3]} |")
     return "\n".join(rows)
 
 

@@ -38,6 +38,8 @@ from absl import flags
 
 from bl_net_tf import cli
 from bl_net_tf.models import create_model, registry
+from bl_net_tf.training.checkpoints import first_line
+from bl_net_tf.weights import OFFICIAL_NETWORK
 
 # DataParallel's prefix on every key of the official checkpoints.
 _DATA_PARALLEL_PREFIX = "module."
@@ -160,8 +162,9 @@ def _strip(state_dict: Mapping) -> dict:
 
 def convert_state_dict(state_dict: Mapping[str, np.ndarray], arch: str, alpha: int = 2, beta: int = 4,
                        data_format: Optional[str] = None, input_shape=None) -> keras.Model:
-    """Builds ``arch`` (``upsample="nearest"``, no in-graph preprocessing) with the weights of an
-    official state dict given as NumPy arrays; see :func:`convert_checkpoint`."""
+    """Builds ``arch`` as the official code does (``weights.OFFICIAL_NETWORK``; no in-graph
+    preprocessing) with the weights of an official state dict given as NumPy arrays; see
+    :func:`convert_checkpoint`."""
     spec = registry.get_spec(arch)
     if not spec.big_little:
         raise ValueError(f"the official release has Big-Little models only; {arch!r} is not one "
@@ -170,7 +173,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], arch: str, alpha: i
     fc = state_dict.get("fc.weight")
     num_classes = int(fc.shape[0]) if fc is not None and len(fc.shape) == 2 else None  # the family's
     model = create_model(arch, alpha=alpha, beta=beta, num_classes=num_classes, input_shape=input_shape,
-                         data_format=data_format, upsample="nearest")
+                         data_format=data_format, **OFFICIAL_NETWORK)
     targets = state_dict_targets(model)
     _check_keys(state_dict, targets, f"{arch} (alpha={alpha}, beta={beta})")
     for key, variable in targets.items():
@@ -198,8 +201,8 @@ def load_state_dict(path: str) -> dict:
         # weights_only: a checkpoint from the internet must not run code when unpickled.
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError, ... here
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"cannot read PyTorch checkpoint {path} (truncated or not a checkpoint?): {reason}") from error
+        raise ValueError(f"cannot read PyTorch checkpoint {path} (truncated or not a checkpoint?): "
+                         f"{first_line(error)}") from error
     if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("state_dict"), Mapping):
         checkpoint = checkpoint["state_dict"]
     if not isinstance(checkpoint, Mapping) or not checkpoint or not all(

@@ -173,7 +173,9 @@ class WeightSource:
           ValueError: unreadable, or not this network (one line).
         """
         if self.kind == "checkpoint":
-            return _read_checkpoint(self.path, model)
+            from bl_net_tf.training.checkpoints import read_model_variables
+
+            return read_model_variables(self.path, model)
         return _read_keras(self._keras_file(request), model)
 
     def _keras_file(self, request) -> str:
@@ -273,22 +275,6 @@ def _run(model_dir: str, checkpoint: Optional[str]) -> WeightSource:
 
 # ---- reading ------------------------------------------------------------------------------------
 
-def _read_checkpoint(prefix: str, model: keras.Model) -> dict:
-    """The model's variables from a training checkpoint (training/checkpoints.py saves them as
-    ``model/<variable path>``; TF escapes ``.`` and ``/`` in a checkpoint key as ``..`` and ``.S``)."""
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-    except (tf.errors.OpError, ValueError) as error:
-        raise ValueError(f"cannot read checkpoint {prefix}: {_first_line(error)}") from None
-    keys = reader.get_variable_to_shape_map()
-    state = {}
-    for variable in model.weights:
-        key = f"model/{variable.path.replace('.', '..').replace('/', '.S')}/.ATTRIBUTES/VARIABLE_VALUE"
-        if key in keys:
-            state[variable.path] = reader.get_tensor(key)
-    return state
-
-
 def _snake_case(name: str) -> str:
     """keras.src.utils.naming.to_snake_case."""
     name = re.sub(r"\W+", "", name)
@@ -315,10 +301,12 @@ def _read_keras(path: str, model: keras.Model) -> dict:
     model (beyond the head of a features_only model) is another network."""
     import h5py
 
+    from bl_net_tf.training.checkpoints import first_line
+
     try:
         handle = h5py.File(path, "r")
     except OSError as error:
-        raise ValueError(f"cannot read {path} as a Keras .weights.h5 file: {_first_line(error)}") from None
+        raise ValueError(f"cannot read {path} as a Keras .weights.h5 file: {first_line(error)}") from None
     with handle:
         state, weighted = {}, [layer for layer in model.layers if layer.weights]
         groups = _h5_layer_groups(model)
@@ -438,10 +426,6 @@ def initialize(model: keras.Model, source, options: dict, *, resumed_from: Optio
 
 
 # ---- files --------------------------------------------------------------------------------------
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
-
 
 def _stem(path: str) -> str:
     name = os.path.basename(path)

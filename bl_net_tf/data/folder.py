@@ -62,15 +62,12 @@ def _subfolders(path: str) -> list:
 
 def _entry_problem(entry: os.DirEntry):
     """Why an image-named directory entry cannot be read as an image file; None if it can."""
-    if entry.is_file():  # follows symbolic links
-        return None
-    if entry.is_symlink():
-        return "dangling symbolic link" if not os.path.exists(entry.path) else "link to a non-regular file"
-    return "a directory, not a file" if entry.is_dir() else "not a regular file"
+    return None if entry.is_file() else _path_problem(entry.path)  # is_file follows links, cached
 
 
 def _path_problem(path: bytes):
-    """:func:`_entry_problem` for a path named in a list file."""
+    """Why ``path`` (an image named in a list file or a directory) cannot be read as an image
+    file; None if it can."""
     if os.path.isfile(path):
         return None
     if os.path.islink(path):

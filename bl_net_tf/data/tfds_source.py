@@ -33,15 +33,13 @@ def _version_key(name: str) -> tuple:
     return tuple(int(part) if part.isdigit() else -1 for part in name.split("."))
 
 
-def _prepared(folder: str):
-    """``(name, config)`` of the data set prepared in ``folder``, or None."""
+def _prepared(folder: str) -> bool:
+    """Whether ``folder`` holds one of :data:`NAMES` prepared by TFDS."""
     info = os.path.join(folder, _INFO)
     if not os.path.isfile(info):
-        return None
+        return False
     with open(info, encoding="utf-8") as f:
-        content = json.load(f)
-    name = content.get("name")
-    return (name, content.get("configName", "")) if name in NAMES else None
+        return json.load(f).get("name") in NAMES
 
 
 def _subfolders(folder: str) -> list:

@@ -19,6 +19,7 @@ import keras
 from bl_net_tf import constants
 from bl_net_tf.speech.records import frame_dataset
 from bl_net_tf.training import distribute
+from bl_net_tf.weights import SPEECH_RUN_WEIGHTS
 
 ANNEAL_FACTOR = math.sqrt(0.5)
 
@@ -94,16 +95,21 @@ def compile_for_training(model: keras.Model, config: SpeechTrainConfig) -> keras
                                      weight_decay=config.weight_decay, global_clipnorm=config.clip_norm)
     model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="frame_acc")],
-                  jit_compile=distribute.resolve_xla(config.xla, _on_gpu()))
+                  jit_compile=_placement(config)[0])
     return model
 
 
 def build_model(config: SpeechTrainConfig) -> keras.Model:
     from bl_net_tf import create_model
 
-    return create_model(**config.model_options(),
-                        data_format=distribute.resolve_data_format(
-                            config.data_format, _on_gpu(), distribute.resolve_xla(config.xla, _on_gpu())))
+    return create_model(**config.model_options(), data_format=_placement(config)[1])
+
+
+def _placement(config: SpeechTrainConfig) -> tuple:
+    """``(jit_compile, data_format)`` on this machine, as the ImageNet trainer resolves them."""
+    on_gpu = _on_gpu()
+    jit_compile = distribute.resolve_xla(config.xla, on_gpu)
+    return jit_compile, distribute.resolve_data_format(config.data_format, on_gpu, jit_compile)
 
 
 def train(config: SpeechTrainConfig, model: Optional[keras.Model] = None, verbose: int = 0) -> dict:
@@ -141,7 +147,7 @@ def train(config: SpeechTrainConfig, model: Optional[keras.Model] = None, verbos
         loss, acc = model.evaluate(eval_ds, verbose=verbose)
         metrics.update(eval_loss=float(loss), eval_frame_acc=float(acc))
     if config.model_dir:
-        model.save_weights(os.path.join(config.model_dir, "model.weights.h5"))
+        model.save_weights(os.path.join(config.model_dir, SPEECH_RUN_WEIGHTS))
         with open(os.path.join(config.model_dir, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=1)
     return metrics

@@ -17,7 +17,7 @@ deleting the oldest checkpoints.
 The model's variables are saved by their path (``stage2_big_block1_conv1/kernel``), not by the
 position of their layer: a channels_first run (its model has one more, weightless, layer) resumes as
 channels_last and the other way round, and the exporter and ``--init_weights`` read one part of a
-checkpoint by name (:func:`restore_model_weights`).
+checkpoint by name (:func:`restore_model_weights`, :func:`read_model_variables`).
 
 In a multi-worker run every worker must save (reading replicated variables is a collective); the
 non-chief workers write to a scratch folder that they delete.
@@ -62,9 +62,35 @@ def restore_model_weights(model, path: str) -> None:
         differs (another architecture or configuration).
     """
     try:
-        tf.train.Checkpoint(model=model_weights(model)).restore(path).expect_partial().assert_existing_objects_matched()
+        _restore_model_part(model, path)
     except _MISMATCHED + _UNREADABLE as error:
-        raise ValueError(f"cannot load the weights of checkpoint {path} into {model.name}: {_first_line(error)}") from None
+        raise ValueError(f"cannot load the weights of checkpoint {path} into {model.name}: {first_line(error)}") from None
+
+
+def _restore_model_part(model, path: str) -> None:
+    tf.train.Checkpoint(model=model_weights(model)).restore(path).expect_partial().assert_existing_objects_matched()
+
+
+def read_model_variables(prefix: str, model) -> dict:
+    """``{variable path: array}`` of the variables of ``model`` that the training checkpoint
+    ``prefix`` holds, whatever their shapes (the caller decides what fits); saved under
+    ``model/<variable path>`` by :func:`model_weights`, with ``.`` and ``/`` escaped by TF as ``..``
+    and ``.S``.
+
+    Raises:
+      ValueError: ``prefix`` is not a readable checkpoint.
+    """
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+    except (tf.errors.OpError, ValueError) as error:
+        raise ValueError(f"cannot read checkpoint {prefix}: {first_line(error)}") from None
+    keys = reader.get_variable_to_shape_map()
+    state = {}
+    for variable in model.weights:
+        key = f"model/{variable.path.replace('.', '..').replace('/', '.S')}/.ATTRIBUTES/VARIABLE_VALUE"
+        if key in keys:
+            state[variable.path] = reader.get_tensor(key)
+    return state
 
 
 def restore_newest_model_weights(model, model_dir: str) -> str:
@@ -78,8 +104,7 @@ def restore_newest_model_weights(model, model_dir: str) -> str:
     found = find_checkpoints(model_dir)
     if not found:
         raise ValueError(f"no checkpoint in {model_dir}")
-    restore = tf.train.Checkpoint(model=model_weights(model)).restore
-    return _restore_newest(model_dir, found, lambda p: restore(p).expect_partial().assert_existing_objects_matched(),
+    return _restore_newest(model_dir, found, lambda path: _restore_model_part(model, path),
                            "pass one with --checkpoint")
 
 
@@ -95,9 +120,9 @@ def _restore_newest(model_dir: str, found: list, restore, choices: str) -> str:
         try:
             restore(path)
         except _UNREADABLE as error:
-            failures.append((path, "is unreadable", _first_line(error)))
+            failures.append((path, "is unreadable", first_line(error)))
         except _MISMATCHED as error:
-            failures.append((path, "does not match this model and configuration", _first_line(error)))
+            failures.append((path, "does not match this model and configuration", first_line(error)))
         else:
             return path
         logger.warning("skipping checkpoint %s: it %s (%s)", *failures[-1])
@@ -105,7 +130,7 @@ def _restore_newest(model_dir: str, found: list, restore, choices: str) -> str:
     raise ValueError(f"no checkpoint of {model_dir} can be restored: {reasons}; {choices}")
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     """The first line of an error, without TF's ``{{function_node ...}}`` prefix."""
     message = getattr(error, "message", None) or str(error)
     message = re.sub(r"^\{\{[^}]*\}\}\s*", "", message.strip())
@@ -134,7 +159,7 @@ def _read_state_file(model_dir: str) -> tuple:
     try:
         state = tf.train.get_checkpoint_state(model_dir)  # None (and a TF warning) on a parse error
     except (ValueError, tf.errors.OpError) as error:  # UnicodeDecodeError is a ValueError
-        return [], _first_line(error)
+        return [], first_line(error)
     if state is None:
         return [], "it does not parse as a checkpoint state"
     return [os.path.basename(path) for path in state.all_model_checkpoint_paths], None
