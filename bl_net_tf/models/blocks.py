@@ -7,7 +7,6 @@ and ``se`` (see registry.py). Layer names: ``{name}_conv1`` .. ``{name}_conv3``,
 """
 from __future__ import annotations
 
-import keras
 from keras import layers
 
 from bl_net_tf.models.layers import LayerContext, avg_pool_3x3_s2, batch_norm, conv, conv_bn
@@ -27,7 +26,9 @@ def bottleneck_width(planes: int, cardinality: int, base_width: int) -> int:
 # examples/ResNet/resnet_model.py at 0086e156c7a8c769fffea2214242c1b5767359d7, the paper's training
 # code). Biases start at zero, as there and in the official blseresnext.py, whose init loop gives
 # the SE 1x1 convs kaiming_normal_ over fan-out instead (docs/training.md lists the difference).
-SE_KERNEL_INIT = keras.initializers.VarianceScaling(scale=2.0, mode="fan_in", distribution="truncated_normal")
+# A config, as layers.CONV_INIT and for its reason: each layer its own initializer, seeded by --seed.
+SE_KERNEL_INIT = {"class_name": "VarianceScaling",
+                  "config": {"scale": 2.0, "mode": "fan_in", "distribution": "truncated_normal"}}
 
 
 def squeeze_excite(ctx: LayerContext, x, *, name: str):
