@@ -158,7 +158,7 @@ def error_line(error: BaseException) -> str:
             return asserted.group(1)
         lines = [re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", line).strip() for line in message.splitlines()]
         message = "\n".join(line for line in lines if line and not line.startswith(
-            ("Graph execution error", "Detected at node", "<stack traces", "[[")))
+            ("Graph execution error", "Detected at node", "<stack traces", "[[", "File ")))
     return (message.splitlines() or [type(error).__name__])[0]
 
 

@@ -105,23 +105,12 @@ def check(combination: Combination, strategy: tf.distribute.Strategy) -> tuple:
         step = stepper(strategy, model, optimizer, data, jit_compile=combination.xla)
         losses = [step() for _ in range(STEPS)]
     except Exception as error:  # noqa: BLE001 - any failure is the verdict, reported in one line
-        return False, f"{type(error).__name__}: {reason(error)}"
+        return False, f"{type(error).__name__}: {cli.error_line(error)[:300]}"
     text = "loss " + " ".join(f"{loss:.3f}" for loss in losses)
     if isinstance(optimizer, optimizers.DynamicLossScale):  # skipped steps keep the loss; say why
         text += f" (loss scale 2^{int(np.log2(float(optimizer.dynamic_scale.numpy())))})"
     return bool(np.all(np.isfinite(losses))), text
 
-
-def reason(error: BaseException) -> str:
-    """The informative line of an error. TensorFlow's graph errors start with "Graph execution
-    error:" and the trace of the node that failed; the op's own message comes after the trace."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    if lines and lines[0].startswith("Graph execution error"):
-        lines = [line for line in lines[1:] if not line.startswith(("Detected at node", "File ", "[["))]
-    return (lines or [type(error).__name__])[0][:300]
-
-
-# ---- what the node has ------------------------------------------------------------------------
 
 def _package_version(name: str) -> Optional[str]:
     try:
@@ -157,7 +146,7 @@ def _xla_line() -> str:
             value = float(tf.function(lambda x: tf.reduce_sum(x * 2.0), jit_compile=True)(tf.ones([4])))
         return f"XLA:       compiles and runs on {device}" if value == 8 else f"XLA:       WRONG RESULT on {device}"
     except Exception as error:  # noqa: BLE001
-        return f"XLA:       FAILS on {device}: {reason(error)}"
+        return f"XLA:       FAILS on {device}: {cli.error_line(error)[:300]}"
 
 
 def _onednn_line() -> str:
