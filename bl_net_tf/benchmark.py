@@ -84,9 +84,11 @@ class Settings:
     mixed_precision: str = "none"
     num_classes: int = IMAGENET_CLASSES
     grouped_conv: str = "auto"
+    saved_model_loader: str = "function"  # benchmark_models.SAVED_MODEL_LOADERS
 
     def __post_init__(self):
         check_choice("mode", self.mode, MODES)
+        check_choice("saved_model_loader", self.saved_model_loader, benchmark_models.SAVED_MODEL_LOADERS)
         check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
         resolve_implementation(self.grouped_conv)
         if self.data_format is not None:
@@ -102,7 +104,9 @@ class Settings:
         return (f"{self.mode + ', ' if with_mode else ''}batch {self.batch_size} at {self.image_size}x"
                 f"{self.image_size}, {self.dtype_policy}, "
                 f"{self.data_format}, XLA {'on' if self.xla else 'off'}, grouped conv "
-                f"{resolve_implementation(self.grouped_conv)}, median of {self.steps} steps")
+                f"{resolve_implementation(self.grouped_conv)}, "
+                f"{'SavedModels in TF1 sessions, ' if self.saved_model_loader == 'session' else ''}"
+                f"median of {self.steps} steps")
 
 
 @dataclasses.dataclass
@@ -346,12 +350,15 @@ FLAGS_SPEC = {
     "warmup": (int, "Untimed steps per model first (tracing, XLA)."),
     "repeat": (int, "Run each comparison this many times (models rebuilt) and summarise the speed-ups."),
     "grouped_conv": (IMPLEMENTATIONS, "The grouped-conv kernel of our models (bl_net_tf/models/grouped_conv.py)."),
+    "saved_model_loader": (benchmark_models.SAVED_MODEL_LOADERS,
+                           "How export: and saved_model: models run: function (tf.saved_model.load, TF2) or "
+                           "session (TF1's loader into a session, as TF Serving)."),
     "grouped_convs": (bool, "Time --arch's grouped convolutions alone, per implementation."),
     "markdown": (bool, "Print table rows instead of text."),
     "output": (str, "Also write the device line and the markdown table to this file."),
 }
 _DEFAULTS = dict(arch=None, suite=None, mode="infer", batch_size=32, steps=10, warmup=2, repeat=1, grouped_conv="auto",
-                 grouped_convs=False, markdown=False, output=None)
+                 saved_model_loader="function", grouped_convs=False, markdown=False, output=None)
 _SHARED = dict(image_size=DEFAULT_IMAGE_SIZE, num_classes=IMAGENET_CLASSES, xla=AUTO, data_format=AUTO,
                mixed_precision=None)
 _NOTES = {"mixed_precision": "Unset: none, or float16 with --suite gpu on a GPU.",
@@ -427,7 +434,8 @@ def resolve_settings(args, mode: str, suite: Optional[Suite] = None) -> Settings
     xla = resolve_xla(args.xla, gpu)
     return Settings(mode=mode, batch_size=args.batch_size, image_size=args.image_size, steps=args.steps,
                     warmup=args.warmup, xla=xla, data_format=resolve_data_format(args.data_format, gpu, xla),
-                    mixed_precision=mixed_precision, num_classes=args.num_classes, grouped_conv=args.grouped_conv)
+                    mixed_precision=mixed_precision, num_classes=args.num_classes, grouped_conv=args.grouped_conv,
+                    saved_model_loader=args.saved_model_loader)
 
 
 def _has_gpu() -> bool:

@@ -11,6 +11,10 @@
                            temporary folder, loaded back and run through ``predict_images``
 ``saved_model:DIR``        an existing export, through ``predict_images``
 
+SavedModels are loaded with ``tf.saved_model.load`` and called as TF2 functions, or with
+``Settings.saved_model_loader="session"`` (``--saved_model_loader=session``) into a TF1 session,
+as TF Serving loads them: grappler optimises the two graphs separately and not always alike.
+
 A SavedModel takes uint8 RGB images and returns probabilities and the top 5 (its uint8 cast,
 normalisation, softmax and top-k are part of each timed step, as a server runs them); the Keras
 models take float32 NHWC (or NCHW for a channels_first keras.applications model) and return
@@ -27,6 +31,7 @@ FOLDED_PREFIX = "folded:"
 EXPORT_PREFIX = "export:"
 SAVED_MODEL_PREFIX = "saved_model:"
 SIGNATURE = "predict_images"
+SAVED_MODEL_LOADERS = ("function", "session")
 
 
 @dataclasses.dataclass
@@ -112,19 +117,42 @@ def _saved_model(name: str, path: str, settings, *, macs, params) -> Contender:
     if max_batch is not None and settings.batch_size > max_batch:
         raise ValueError(f"{path} takes at most {max_batch} images per request; pass --batch_size {max_batch} "
                          f"or export with --max_batch {settings.batch_size}")
-    loaded = tf.saved_model.load(path)
-    if SIGNATURE not in loaded.signatures:
-        raise ValueError(f"{path} has no {SIGNATURE!r} signature (bl_net_tf.export writes one)")
-    signature = loaded.signatures[SIGNATURE]
-    size = signature.structured_input_signature[1]["images"].shape[1]
+    if settings.saved_model_loader == "session":
+        step, size, loaded = _session_step(path)
+    else:
+        loaded = tf.saved_model.load(path)
+        if SIGNATURE not in loaded.signatures:
+            raise ValueError(f"{path} has no {SIGNATURE!r} signature (bl_net_tf.export writes one)")
+        signature = loaded.signatures[SIGNATURE]
+        size = signature.structured_input_signature[1]["images"].shape[1]
+
+        def step(images, labels):
+            del labels
+            return signature(images=images)["probabilities"]
+
     if size != settings.image_size:
         raise ValueError(f"{path} takes {size}x{size} images; pass --image_size {size}")
+    return Contender(name, step, "uint8", macs, params, loaded)
+
+
+def _session_step(path: str) -> tuple:
+    """``(step, image size, session)`` for the SavedModel at ``path`` loaded as TF Serving does."""
+    import tensorflow as tf
+    from tensorflow.python.util import deprecation  # TF1's loader is deprecated, not gone: TF Serving's own
+
+    session = tf.compat.v1.Session(graph=tf.Graph())
+    with session.graph.as_default(), deprecation.silence():
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, [tf.saved_model.SERVING], path)
+    if SIGNATURE not in meta_graph.signature_def:
+        raise ValueError(f"{path} has no {SIGNATURE!r} signature (bl_net_tf.export writes one)")
+    signature = meta_graph.signature_def[SIGNATURE]
+    feed, fetch = signature.inputs["images"].name, signature.outputs["probabilities"].name
 
     def step(images, labels):
         del labels
-        return signature(images=images)["probabilities"]
+        return tf.constant(session.run(fetch, {feed: images.numpy()}))
 
-    return Contender(name, step, "uint8", macs, params, loaded)
+    return step, signature.inputs["images"].tensor_shape.dim[1].size, session
 
 
 def keras_model(name: str, settings):

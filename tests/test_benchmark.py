@@ -77,6 +77,25 @@ def test_an_existing_export_is_timed_without_a_flop_count(export_dir):
     assert "FLOP ratio -" in benchmark.format_text(results, benchmark.Settings(**TINY))
 
 
+def test_saved_models_also_run_in_a_tf1_session_as_tf_serving_loads_them(export_dir, capsys):
+    """--saved_model_loader=session: the same probabilities as the TF2 function, timed side by side."""
+    import numpy as np
+    import tensorflow as tf
+
+    from bl_net_tf.benchmark_models import build
+
+    images = tf.constant(np.random.RandomState(0).randint(0, 256, (2, 32, 32, 3)).astype(np.uint8))
+    name = f"saved_model:{export_dir}"
+    function, session = (build(name, benchmark.Settings(**TINY, saved_model_loader=loader), workdir=None)
+                         for loader in ("function", "session"))
+    assert isinstance(session.model, tf.compat.v1.Session)
+    np.testing.assert_allclose(session.step(images, None).numpy(), function.step(images, None).numpy(), atol=1e-6)
+    assert benchmark.main(TINY_FLAGS + ["--arch", name, "--vs", SMALL[1], "--saved_model_loader", "session"]) == 0
+    assert "SavedModels in TF1 sessions" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="unknown saved_model_loader .tf1.; allowed: function, session"):
+        benchmark.Settings(**TINY, saved_model_loader="tf1")
+
+
 def test_saved_model_errors(export_dir):
     with pytest.raises(ValueError, match="no SavedModel in"):
         check_name(f"saved_model:{export_dir}/missing")
