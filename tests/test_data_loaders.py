@@ -229,24 +229,28 @@ def test_input_pipelines_read_disjoint_shards(imagenet, val_tfdata):
     assert set(seen) == {_digest(image) for image in everything}
 
 
-def _example(data: bytes, label: int, name: str) -> bytes:
+def _example(data: bytes, label: int, name: str, synset: str = None) -> bytes:
     feature = {
         "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[data])),
         "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
         "image/filename": tf.train.Feature(bytes_list=tf.train.BytesList(value=[name.encode()])),
     }
+    if synset is not None:  # build_imagenet_data.py writes it; hand-made shards may not
+        feature["image/class/synset"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[synset.encode()]))
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def _write_shards(root, out, *, label_base):
-    """The val split as Inception-style shards, bad files included."""
+def _write_shards(root, out, *, label_base, synsets=True, split="validation"):
+    """The val split as Inception-style shards, bad files included; ``synsets``: write each record's
+    wnid (True), none (False), or a {label: wnid} of one's own."""
     files = sorted((os.path.join(d, f), sorted(PHOTOS).index(os.path.basename(d)))
                    for d, _, names in os.walk(os.path.join(root, "val")) for f in names)
+    wnids = dict(enumerate(sorted(PHOTOS))) if synsets is True else synsets or {}
     os.makedirs(out, exist_ok=True)
-    with tf.io.TFRecordWriter(os.path.join(out, "validation-00000-of-00001")) as writer:
+    with tf.io.TFRecordWriter(os.path.join(out, f"{split}-00000-of-00001")) as writer:
         for path, label in files:
             with open(path, "rb") as f:
-                writer.write(_example(f.read(), label + label_base, os.path.basename(path)))
+                writer.write(_example(f.read(), label + label_base, os.path.basename(path), wnids.get(label)))
     return out
 
 
@@ -284,6 +288,27 @@ def test_tfrecord_shards_are_counted_once_and_recounted_when_changed(imagenet, t
         f.write(val)
     assert inputs.describe(shards).train_images == 3 * VAL_FILES  # the changed shard was read again
     assert _trainer_sees(shards, tmp_path, batch_size=4) == (3 * VAL_FILES // 4, 3)
+
+
+def test_tfrecord_class_names_come_from_the_synsets_the_converter_wrote(imagenet, tmp_path, caplog):
+    """build_imagenet_data.py's image/class/synset names the classes (what an export from the run
+    returns as class_names); shards without it, or naming only some classes, give none; train and val
+    naming a label differently is an error before training."""
+    caplog.set_level(logging.INFO)
+    root = imagenet[0]
+    named = _write_shards(root, str(tmp_path / "named"), label_base=1)
+    _write_shards(root, named, label_base=1, split="train")
+    assert inputs.describe(named).class_names == sorted(PHOTOS)
+    assert inputs.describe(named).class_names == sorted(PHOTOS)  # from the cache
+    assert inputs.describe(_write_shards(root, str(tmp_path / "none"), label_base=1, synsets=False),
+                           train=False).class_names is None
+    partly = _write_shards(root, str(tmp_path / "partly"), label_base=0, synsets={0: "n01440764"})
+    assert inputs.describe(partly, train=False).class_names is None
+    assert "the shards name 1 of 3 classes" in caplog.text
+    clash = _write_shards(root, str(tmp_path / "clash"), label_base=1)
+    _write_shards(root, clash, label_base=1, split="train", synsets={0: "n09999999", 1: "n02123045", 2: "n07920052"})
+    with pytest.raises(ValueError, match="TFRecord label 1 is n09999999, and n01440764 in the val shards"):
+        inputs.describe(clash)
 
 
 def test_record_counts_go_to_the_user_cache_when_the_shards_folder_cannot_take_them(imagenet, tmp_path, monkeypatch):

@@ -15,7 +15,9 @@ How many records a split holds and which labels they carry is not written anywhe
 in the shards: :func:`count` reads them once (the labels only) and caches the result
 in a JSON file beside them, or in the user's cache when that folder is read-only,
 keyed by each shard's size and modification time, so that a changed shard is read
-again.
+again. The same pass reads ``image/class/synset`` where the converter wrote it (the
+class's wnid, ``n01440764``): the class names a run's export returns, as the folder
+names are for an image folder.
 """
 import dataclasses
 import glob
@@ -45,16 +47,21 @@ _FEATURES = {
 }
 
 
+# What counting reads of each record; a shard without synsets (hand-made) reads "".
+_COUNTED = {"image/class/label": _FEATURES["image/class/label"],
+            "image/class/synset": tf.io.FixedLenFeature([], tf.string, default_value="")}
 COUNTS_FILE = ".bl_net_tf_record_counts.json"
 _COUNT_BATCH = 8192
 
 
 @dataclasses.dataclass(frozen=True)
 class Counts:
-    """The records of some shards and the range of their stored labels (before any offset)."""
+    """The records of some shards and the range of their stored labels (before any offset);
+    ``synsets`` maps a stored label to its ``image/class/synset`` (only labels that have one)."""
     records: int
     min_label: int
     max_label: int
+    synsets: dict = dataclasses.field(default_factory=dict, compare=False, hash=False)
 
 
 def find_shards(data_dir: str, split: str) -> list:
@@ -143,28 +150,35 @@ def _signature(path: str) -> list:
 
 
 def _count_shards(shards: list) -> dict:
-    """Reads the labels of ``shards``: ``{shard: [records, min label, max label]}``.
+    """Reads the labels of ``shards``: ``{shard: {"counts": [records, min label, max label],
+    "synsets": {label (str, as JSON keys are): wnid}}}``.
 
     Raises:
-      ValueError: a shard cannot be read (named).
+      ValueError: a shard cannot be read (named), or names one label with two wnids.
     """
     paths = tf.data.Dataset.from_tensor_slices((tf.range(len(shards)), shards))
     labels = paths.interleave(
         lambda index, path: tf.data.TFRecordDataset(path).map(lambda record: (index, record)),
         cycle_length=INTERLEAVE_CYCLE, num_parallel_calls=tf.data.AUTOTUNE)
-    labels = labels.batch(_COUNT_BATCH).map(
-        lambda index, records: (index, tf.io.parse_example(
-            records, {"image/class/label": _FEATURES["image/class/label"]})["image/class/label"]),
-        num_parallel_calls=tf.data.AUTOTUNE)
+
+    def parse(index, records):
+        features = tf.io.parse_example(records, _COUNTED)
+        return index, features["image/class/label"], features["image/class/synset"]
+
+    labels = labels.batch(_COUNT_BATCH).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     records = np.zeros(len(shards), np.int64)
     lowest = np.full(len(shards), np.iinfo(np.int64).max)
     highest = np.full(len(shards), np.iinfo(np.int64).min)
+    synsets = [{} for _ in shards]
     try:
-        for index, label in labels:
+        for index, label, synset in labels:
             index, label = index.numpy(), label.numpy()
             np.add.at(records, index, 1)
             np.minimum.at(lowest, index, label)
             np.maximum.at(highest, index, label)
+            for i, stored, name in set(zip(index.tolist(), label.tolist(), synset.numpy().tolist())):
+                if name:
+                    merge_synsets(synsets[i], {stored: name.decode("utf-8", "replace")}, shards[i])
     except tf.errors.OpError:
         for shard in shards:  # rare: find the one to name
             try:
@@ -174,7 +188,8 @@ def _count_shards(shards: list) -> dict:
                 raise ValueError(f"TFRecord shard {shard} cannot be read: "
                                  f"{(error.message or str(error)).splitlines()[0]}") from None
         raise
-    return {shard: [int(n), int(lo), int(hi)] for shard, n, lo, hi in zip(shards, records, lowest, highest)}
+    return {shard: {"counts": [int(n), int(lo), int(hi)], "synsets": {str(k): v for k, v in names.items()}}
+            for shard, n, lo, hi, names in zip(shards, records, lowest, highest, synsets)}
 
 
 def count(data_dir: str, shards: list) -> Counts:
@@ -185,18 +200,36 @@ def count(data_dir: str, shards: list) -> Counts:
     """
     cache = _read_cache(data_dir)
     signatures = {shard: _signature(shard) for shard in shards}
-    known = {shard: cache[os.path.basename(shard)]["counts"] for shard in shards
-             if cache.get(os.path.basename(shard), {}).get("signature") == signatures[shard]}
+    # An entry without "synsets" was written before they were read: counted again, once.
+    known = {shard: cache[os.path.basename(shard)] for shard in shards
+             if cache.get(os.path.basename(shard), {}).get("signature") == signatures[shard]
+             and "synsets" in cache[os.path.basename(shard)]}
     missing = [shard for shard in shards if shard not in known]
     if missing:
         logger.info("counting the records of %d TFRecord shard(s) in %s (once; cached)", len(missing), data_dir)
-        known.update(_count_shards(missing))
-        cache.update({os.path.basename(shard): {"signature": signatures[shard], "counts": known[shard]}
-                      for shard in missing})
+        counted = _count_shards(missing)
+        known.update({shard: {"signature": signatures[shard], **counted[shard]} for shard in missing})
+        cache.update({os.path.basename(shard): known[shard] for shard in missing})
         _write_cache(data_dir, cache)
-    empty = [shard for shard in shards if known[shard][0] == 0]
+    empty = [shard for shard in shards if known[shard]["counts"][0] == 0]
     if empty:
         raise ValueError(f"TFRecord shard {empty[0]} holds no record"
                          + (f" ({len(empty) - 1} more shards are empty)" if len(empty) > 1 else ""))
-    return Counts(sum(known[s][0] for s in shards), min(known[s][1] for s in shards),
-                  max(known[s][2] for s in shards))
+    synsets = {}
+    for shard in shards:
+        merge_synsets(synsets, {int(label): name for label, name in known[shard]["synsets"].items()}, shard)
+    counts = [known[shard]["counts"] for shard in shards]
+    return Counts(sum(c[0] for c in counts), min(c[1] for c in counts), max(c[2] for c in counts), synsets)
+
+
+def merge_synsets(into: dict, synsets: dict, where: str) -> dict:
+    """Adds ``synsets`` ({label: wnid}, read from ``where``) to ``into``.
+
+    Raises:
+      ValueError: a label already has another wnid (the shards disagree on what the label means).
+    """
+    for label, name in synsets.items():
+        if into.setdefault(label, name) != name:
+            raise ValueError(f"TFRecord label {label} is {into[label]}, and {name} in {where} (image/class/synset): "
+                             f"the shards number the classes differently")
+    return into

@@ -112,8 +112,27 @@ def _describe_records(data_dir: str, train: bool) -> DataInfo:
     if counts["val"].max_label > highest:
         raise ValueError(f"the validation shards of {data_dir} hold label {counts['val'].max_label}, above the "
                          f"training shards' {highest}: a val class that train lacks")
-    return DataInfo(data_dir, highest - offset + 1, counts["train"].records if "train" in counts else 0,
-                    counts["val"].records, None, offset)
+    num_classes = highest - offset + 1
+    return DataInfo(data_dir, num_classes, counts["train"].records if "train" in counts else 0,
+                    counts["val"].records, _record_class_names(data_dir, counts, offset, num_classes), offset)
+
+
+def _record_class_names(data_dir: str, counts: dict, offset: int, num_classes: int) -> Optional[list]:
+    """The wnid of each class from the shards' ``image/class/synset``, if every class has one.
+
+    Raises:
+      ValueError: train and val name a label with different wnids.
+    """
+    synsets = {}
+    for split in _SPLITS:
+        if split in counts:
+            records.merge_synsets(synsets, counts[split].synsets, f"the {split} shards")
+    names = [synsets.get(label + offset) for label in range(num_classes)]
+    if None in names:
+        logger.info("%s: the shards name %d of %d classes (image/class/synset), so exports of this run have no "
+                    "class names", data_dir, num_classes - names.count(None), num_classes)
+        return None
+    return names
 
 
 def train_dataset(strategy: tf.distribute.Strategy, config, data: DataInfo, *, seed=None):

@@ -54,7 +54,8 @@ class RunConfig:
       num_classes: classes of the data.
       image_size, eval_image_size: training crop and evaluation crop.
       eval_protocol: ``bl_net_tf.data.recipe.EVAL_PROTOCOLS``.
-      class_names: one name per class index (folder data sets), else None.
+      class_names: one name per class index (the folders' wnids; TFDS's label names; the TFRecord
+        shards' image/class/synset when every class has one), else None.
     """
 
     model: Optional[dict]
