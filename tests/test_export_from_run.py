@@ -63,6 +63,20 @@ def test_the_trainer_writes_what_the_run_is(run):
     }
 
 
+def test_an_eval_only_run_keeps_what_the_training_wrote(run):
+    """An evaluation of the same model_dir with other settings (the @256 recipes: another size; here,
+    the demo evaluating at its own size only, another protocol) leaves the export what the training
+    made."""
+    model_dir, _ = run
+    path = os.path.join(model_dir, run_config.FILE_NAME)
+    with open(path) as handle:
+        before = handle.read()
+    fields = dict(model_dir=model_dir, epochs=1, steps_per_epoch=1, gpus=0, eval_only=True, eval_protocol="fraction")
+    training.build(training.resolve(training.TrainConfig(**fields), set(fields)))
+    with open(path) as handle:
+        assert handle.read() == before
+
+
 def test_serving_default_gives_the_trainers_outputs_on_the_validation_files(run, exported):
     """Validation files' bytes through serving_default = the trainer's model on the tf.data
     evaluation batches of the same files: one transform, one network, one set of weights."""

@@ -130,7 +130,9 @@ def build(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None
                            resumed_from=path)
     if config.freeze_bn:
         logger.info("--freeze_bn: the statistics of %d BatchNorm layers stay as loaded", freeze_statistics(model))
-    if is_chief:  # what `python -m bl_net_tf.export --model_dir` needs
+    # What `python -m bl_net_tf.export --model_dir` needs. An --eval_only run (the @256 recipes) keeps
+    # the training's: its evaluation size and data would otherwise become the export's.
+    if is_chief and not (config.eval_only and run_config.exists(config.model_dir)):
         run_config.write(config.model_dir, run_config.from_training(config, data, custom_model=model_fn is not None))
     return session
 

@@ -1,6 +1,7 @@
 """What a training run is, written into its model_dir, so that its checkpoints can be used alone.
 
-The trainer (its chief) writes ``<model_dir>/run_config.json`` when it starts, after restoring:
+The trainer (its chief) writes ``<model_dir>/run_config.json`` when it starts, after restoring
+(an ``--eval_only`` run only when there is none):
 the network's ``create_model`` keyword arguments (:func:`model_options`, the one mapping from a
 :class:`TrainConfig` and its data to the model), the training and evaluation sizes, the
 evaluation protocol and the class names (the data's synset folders). ``python -m bl_net_tf.export
@@ -76,6 +77,11 @@ def from_training(config, data, *, custom_model: bool = False) -> RunConfig:
 
 def _takes_shortcut(model: dict) -> bool:
     return bool(FAMILIES[registry.get_spec(model["arch"]).family].shortcuts)
+
+
+def exists(model_dir: str) -> bool:
+    """Whether ``model_dir`` has a ``run_config.json``."""
+    return tf.io.gfile.exists(os.path.join(model_dir, FILE_NAME))
 
 
 def write(model_dir: str, run: RunConfig) -> str:
