@@ -145,7 +145,8 @@ FLAGS_SPEC = {
     "pytorch_checkpoint": (str, "Official PyTorch .pth.tar (needs torch); needs --arch."),
     "eval_protocol": (recipe.EVAL_PROTOCOLS, f"How serving_default resizes before the centre crop (docs/data.md). "
                                              f"Unset: the run's, else {recipe.DEFAULT_EVAL_PROTOCOL}."),
-    "class_names": (str, "Text file, one class name per line, in class-index order. Unset: the run's class folders."),
+    "class_names": (str, "Text file, one class name per line, in class-index order. Unset: the run's (its class "
+                         "folders, TFDS's label names or the TFRecords' synsets)."),
     "max_batch": (int, "Images per request (docs/deployment.md)."),
     "max_pixels": (int, "Width x height of an image."),
     "max_aspect_ratio": (float, "Longer side / shorter side of an image."),

@@ -60,7 +60,6 @@ class ServingModule(tf.Module):
         self._network = _Untracked(network)
         num_classes = int(network.outputs[0].shape[-1])
         self._top_k = min(TOP_K, num_classes)
-        self._images_shape = [None, image_size, image_size, 3]
         self._class_names = None if class_names is None else tf.constant(list(class_names), tf.string)
 
         # The network is traced once, in `classify`; both signatures call it.
@@ -92,8 +91,9 @@ class ServingModule(tf.Module):
     def _outputs(self, images: tf.Tensor) -> dict:
         # Inside the cond's branch TF Serving's (TF1) loader sees an image tensor of unknown shape,
         # and grappler then cannot prove the two addends of a merge or a strided residual block the
-        # same shape, so it leaves those additions and their ReLUs out of the convolutions.
-        images = tf.ensure_shape(images, self._images_shape)
+        # same shape, so it leaves those additions and their ReLUs out of the convolutions. The
+        # static shape known here, at tracing, is written into the graph.
+        images = tf.ensure_shape(images, images.shape)
         logits = tf.cast(self._network.model(images, training=False), tf.float32)
         probabilities = tf.nn.softmax(logits, axis=-1)
         top = tf.math.top_k(probabilities, k=self._top_k)
