@@ -35,6 +35,7 @@ def run(tmp_path_factory):
     """A run's model_dir with one checkpoint (BN statistics and classifier randomised, so that the
     outputs are far from uniform); returns (model_dir, the trainer's model)."""
     model_dir = tmp_path_factory.mktemp("run") / "bl-resnet50"
+    keras.utils.set_random_seed(0)  # the same weights in every run
     session = build(model_dir)
     randomize(session.model)
     session.checkpointer.save()
