@@ -222,7 +222,7 @@ def count(data_dir: str, shards: list) -> Counts:
     return Counts(sum(c[0] for c in counts), min(c[1] for c in counts), max(c[2] for c in counts), synsets)
 
 
-def merge_synsets(into: dict, synsets: dict, where: str) -> dict:
+def merge_synsets(into: dict, synsets: dict, where: str) -> None:
     """Adds ``synsets`` ({label: wnid}, read from ``where``) to ``into``.
 
     Raises:
@@ -232,4 +232,3 @@ def merge_synsets(into: dict, synsets: dict, where: str) -> dict:
         if into.setdefault(label, name) != name:
             raise ValueError(f"TFRecord label {label} is {into[label]}, and {name} in {where} (image/class/synset): "
                              f"the shards number the classes differently")
-    return into
