@@ -10,6 +10,9 @@ import hashlib
 import io
 import logging
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -28,6 +31,7 @@ from bl_net_tf.training import inputs
 
 PHOTOS = {"n01440764": "astronaut", "n02123045": "chelsea", "n07920052": "coffee"}
 SIZE = 32  # training crop and evaluation size
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_PHOTOS, VAL_PHOTOS = 4, 2
 # (file name, class index, kind): odd but readable files, then the bad ones.
 ODD_FILES = [("odd_png.JPEG", 0, "png"), ("odd_cmyk.JPEG", 1, "cmyk"),
@@ -212,6 +216,36 @@ def test_tensorpack_train_batches(imagenet):
     # 32 images from two workers: one of them went once through all 18 files.
     assert skipped.count >= len(BAD_FILES)
     assert len(readable["train"]) == 15
+
+
+# A process that has run a parallel OpenCV call (here a large bicubic resize, as an evaluation's)
+# then starts a training loader, whose forked workers must not wait for the parent's OpenCV pool.
+AFTER_OPENCV = """
+import sys, cv2, numpy as np
+from bl_net_tf.data import imagenet_dataset
+cv2.resize(np.zeros((2000, 2000, 3), np.uint8), (1000, 1000), interpolation=cv2.INTER_CUBIC)
+threads = cv2.getNumThreads()
+dataset = imagenet_dataset(sys.argv[1], "train", 4, loader="tensorpack", image_size=32)
+print(len(list(dataset.take(2))), threads == cv2.getNumThreads())
+"""
+
+
+def test_tensorpack_workers_start_after_opencv_ran_in_parallel_here(imagenet):
+    root, _ = imagenet
+    # Before the fix the workers hung for ever in cv2.setNumThreads(1); 240 s is several times
+    # what the run takes on 2 cores (import, fork, two batches).
+    run = subprocess.Popen([sys.executable, "-c", AFTER_OPENCV, root], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True,
+                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO})
+    try:
+        out, err = run.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)  # the hung workers too: they are in the run's session
+        run.communicate()
+        pytest.fail("the Tensorpack workers hung after a parallel OpenCV call in their parent")
+    assert run.returncode == 0, err[-3000:]
+    # Two batches; this process's OpenCV threads restored. (Tensorpack logs to stdout around it.)
+    assert "2 True" in out.splitlines(), out[-3000:]
 
 
 def _digest(image):

@@ -18,6 +18,7 @@ through queues with timeouts: a DataFlow that ends (its workers terminated) ends
 the epoch instead of leaving the trainer waiting.
 """
 import atexit
+import contextlib
 import ctypes
 import os
 import queue
@@ -75,8 +76,10 @@ def _setup_worker(parent_pid: int) -> None:
     import cv2
 
     # One OpenCV thread per worker: the workers already use every core, and a
-    # thread pool in each would only make them wait on each other.
-    cv2.setNumThreads(1)
+    # thread pool in each would only make them wait on each other. A forked worker
+    # has it from _one_opencv_thread; a spawned one (a fresh process) sets it here.
+    if cv2.getNumThreads() != 1:
+        cv2.setNumThreads(1)
     # End with the parent, even if it dies without cleaning up: Tensorpack asks the
     # kernel for that only when python-prctl is installed, and an orphaned worker
     # blocks forever in a send while holding the parent's stdout open.
@@ -86,6 +89,24 @@ def _setup_worker(parent_pid: int) -> None:
         return
     if os.getppid() != parent_pid:
         os._exit(0)  # the parent ended before the request was made
+
+
+@contextlib.contextmanager
+def _one_opencv_thread():
+    """OpenCV runs on one thread while the workers are forked, so they start with one.
+
+    Setting it in a forked child instead deadlocks once this process has run a parallel
+    OpenCV call (an evaluation's resize, an earlier run's): the child's ``setNumThreads``
+    waits for the parent's pool threads, which a fork does not copy (OpenCV 5.0, pthreads).
+    """
+    import cv2
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
 
 
 class DecodeBGR:
@@ -160,7 +181,8 @@ class _WorkerBatches:
 
     def __init__(self, dataflow, queue_size: int = 4, workers=list):
         self.dataflow = dataflow
-        self.dataflow.reset_state()
+        with _one_opencv_thread():
+            self.dataflow.reset_state()
         self.workers = workers()
         self.queue = queue.Queue(queue_size)
         self.stopping = threading.Event()
