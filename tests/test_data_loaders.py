@@ -226,7 +226,7 @@ from bl_net_tf.data import imagenet_dataset
 cv2.resize(np.zeros((2000, 2000, 3), np.uint8), (1000, 1000), interpolation=cv2.INTER_CUBIC)
 threads = cv2.getNumThreads()
 dataset = imagenet_dataset(sys.argv[1], "train", 4, loader="tensorpack", image_size=32)
-print(len(list(dataset.take(2))), threads == cv2.getNumThreads())
+print(len(list(dataset.take(2))), threads == cv2.getNumThreads(), flush=True)  # one write: workers share stdout
 """
 
 
