@@ -31,7 +31,6 @@ from bl_net_tf.training import inputs
 
 PHOTOS = {"n01440764": "astronaut", "n02123045": "chelsea", "n07920052": "coffee"}
 SIZE = 32  # training crop and evaluation size
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_PHOTOS, VAL_PHOTOS = 4, 2
 # (file name, class index, kind): odd but readable files, then the bad ones.
 ODD_FILES = [("odd_png.JPEG", 0, "png"), ("odd_cmyk.JPEG", 1, "cmyk"),
@@ -236,7 +235,7 @@ def test_tensorpack_workers_start_after_opencv_ran_in_parallel_here(imagenet):
     # what the run takes on 2 cores (import, fork, two batches).
     run = subprocess.Popen([sys.executable, "-c", AFTER_OPENCV, root], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True, start_new_session=True,
-                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO})
+                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     try:
         out, err = run.communicate(timeout=240)
     except subprocess.TimeoutExpired:
